@@ -1,0 +1,32 @@
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_VERSION ?= 2.13.0
+
+.PHONY: install test test-slow lint format clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first, pinned: the CPU wheel lies on disk here; an unpinned `torch` pulls a multi-GB CUDA build.
+	$(PY) -m pip install --quiet torch==$(TORCH_VERSION)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+test: install
+	$(PY) -m pytest -q
+
+test-slow: install
+	$(PY) -m pytest -q -m slow
+
+lint: install
+	$(PY) -m ruff check peft_glue tests benchmarks
+	$(PY) -m ruff format --check peft_glue tests benchmarks
+
+format: install
+	$(PY) -m ruff format peft_glue tests benchmarks
+	$(PY) -m ruff check --fix peft_glue tests benchmarks
+
+clean:
+	rm -rf $(VENV) outputs multirun .pytest_cache

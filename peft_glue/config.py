@@ -1,0 +1,129 @@
+"""Hydra glue: config resolvers, a pre-flight check of the command line, and multirun failure reporting."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra._internal.utils import get_args_parser
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import InstantiationException, MissingConfigException
+from hydra.utils import instantiate
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError
+
+from peft_glue.errors import UserError, exit_with
+from peft_glue.models import package_model_path
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def best_precision() -> str:
+    """bf16 mixed precision on GPUs that support it, full fp32 elsewhere."""
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
+def register_resolvers() -> None:
+    for name, resolver in {"best_precision": best_precision, "package_model_path": package_model_path}.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
+
+
+def build(node: DictConfig, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate``, letting a UserError raised by the target through unwrapped."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, UserError):
+            raise error.__cause__ from None
+        raise
+
+
+def group_options(group: str) -> list[str]:
+    return sorted(path.stem for path in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+def first_of_each_sweep(overrides: list[str]) -> list[str]:
+    """The overrides of a multirun's first job (sweeps `a=1,2` become `a=1`); hydra's own keys dropped."""
+    first = []
+    for override in OverridesParser.create().parse_overrides(overrides):
+        if override.is_hydra_override():
+            continue
+        group = override.get_key_element().lstrip("+~")
+        if override.is_sweep_override() and (CONFIG_DIR / group).is_dir():
+            unknown = [v for v in override.sweep_string_iterator() if v not in group_options(group)]
+            if unknown:
+                exit_with(unknown_option(group, unknown[0]))
+        value = (
+            next(iter(override.sweep_string_iterator()))
+            if override.is_sweep_override()
+            else override.get_value_element_as_str()
+        )
+        key = override.get_key_element()
+        first.append(key if override.is_delete() and override.value() is None else f"{key}={value}")
+    return first
+
+
+def check_command_line(argv: list[str]) -> None:
+    """Compose the config of the first job before Hydra starts, so a wrong override or an unknown
+    config option ends in one line that names the fix instead of Hydra's multi-line report."""
+    args, _ = get_args_parser().parse_known_args(argv)
+    if args.help or args.hydra_help or args.info or args.shell_completion or args.config_dir or args.config_path:
+        return
+    try:
+        overrides = first_of_each_sweep(args.overrides)
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+            compose(args.config_name or "config", overrides=overrides)
+    except MissingConfigException as error:
+        exit_with(explain_missing_option(error))
+    except Exception as error:  # hydra/omegaconf composition and override-grammar errors
+        exit_with(explain_override_error(error))
+
+
+def unknown_option(group: str, wanted: str) -> str:
+    options = group_options(group)
+    return f"unknown {group} '{wanted}'; choose one of: {', '.join(options)} (e.g. {group}={options[0]})"
+
+
+def explain_missing_option(error: MissingConfigException) -> str:
+    group, _, wanted = str(error.missing_cfg_file or "").partition("/")
+    if group and group_options(group):
+        return unknown_option(group, wanted)
+    return str(error).strip().splitlines()[0]
+
+
+def explain_override_error(error: Exception) -> str:
+    cause = error.__cause__
+    if isinstance(cause, ConfigAttributeError) and "not in struct" in str(cause):
+        return (
+            f"unknown key '{cause.full_key}': check its spelling (`python -m peft_glue.train --cfg job` "
+            f"prints every key), or add a new key with a leading +"
+        )
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return " ".join(lines[:3]) or "invalid command line"
+
+
+class FailOnFailedJobs(Callback):
+    """After a multirun, list the jobs that failed and leave with a non-zero status.
+
+    Jobs catch their own errors (so one bad job never stops the sweep) and record them in results.json;
+    this reads those files, so it works with any launcher.
+    """
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        failed = []
+        for path in sorted(sweep_dir.glob("*/results.json")):
+            record = json.loads(path.read_text())
+            if record.get("status") == "failed":
+                failed.append(f"{path.parent.name} ({record.get('error', 'unknown error')})")
+        if failed:
+            print(f"error: {len(failed)} job(s) failed: {'; '.join(failed)}", file=sys.stderr, flush=True)
+            raise SystemExit(1)

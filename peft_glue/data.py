@@ -1,0 +1,298 @@
+"""GLUE data: the Hub's `nyu-mll/glue` or a local folder in the classic GLUE layout, tokenized once and cached.
+
+Every split is normalised to the columns ``idx``, ``sentence1`` (``sentence2`` for pairs) and ``label``
+(-1 where the split has no labels), then tokenized with ``datasets.map`` into an on-disk cache keyed by the
+raw data, the tokenizer and ``max_length``. Training batches are grouped by length and padded per batch.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from datasets import Dataset, DatasetDict, Features, Value, load_dataset
+from datasets.exceptions import DatasetGenerationError
+from datasets.fingerprint import Hasher
+from pandas.errors import ParserWarning
+from torch.utils.data import DataLoader, Sampler
+from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+
+from peft_glue.errors import UserError
+from peft_glue.tasks import GlueTask
+
+log = logging.getLogger(__name__)
+
+HUB_DATASET = "nyu-mll/glue"
+LOCAL_SPLITS = {"train": "train.tsv", "validation": "dev.tsv", "test": "test.tsv"}
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+OFFLINE_DATA_HINT = "set GLUE_DIR or data.data_dir=/path/to/glue (classic GLUE layout); model=minilm for offline weights"
+
+
+# --------------------------------------------------------------------------------------------- raw data
+def load_glue(task: GlueTask, data_dir: str | os.PathLike | None) -> DatasetDict:
+    """Train / validation / test of ``task``, from ``data_dir`` when given, else from the Hub."""
+    raw = load_local(task, Path(data_dir).expanduser()) if data_dir else load_hub(task)
+    for split, dataset in raw.items():
+        if len(dataset) == 0:
+            raise UserError(f"the {task.name} {split} split is empty; check the files in data.data_dir")
+    return raw
+
+
+def load_hub(task: GlueTask) -> DatasetDict:
+    try:
+        raw = load_dataset(HUB_DATASET, task.hub_config)
+    except Exception as error:  # connection, DNS, offline-mode and missing-dataset errors all end here
+        raise UserError(f"cannot load GLUE {task.name} from the Hugging Face Hub: {OFFLINE_DATA_HINT}") from error
+    if "sentence" in raw["train"].column_names:
+        raw = raw.rename_column("sentence", "sentence1")
+    return raw.select_columns(["idx", *normalised_text_columns(task), "label"])
+
+
+def load_local(task: GlueTask, data_dir: Path) -> DatasetDict:
+    folder = data_dir / task.folder
+    missing = [name for name in LOCAL_SPLITS.values() if not (folder / name).is_file()]
+    if missing:
+        raise UserError(
+            f"{folder} lacks {', '.join(missing)}; data.data_dir (or GLUE_DIR) must hold "
+            f"{task.folder}/{{train,dev,test}}.tsv"
+        )
+    return DatasetDict({split: read_glue_tsv(folder / name, task) for split, name in LOCAL_SPLITS.items()})
+
+
+def normalised_text_columns(task: GlueTask) -> list[str]:
+    return ["sentence1", "sentence2"][: len(task.text_columns)]
+
+
+def read_glue_tsv(path: Path, task: GlueTask) -> Dataset:
+    """A GLUE TSV: tab-separated, no quoting (sentences hold unbalanced quotes), maybe a UTF-8 BOM."""
+    with open(path, encoding="utf-8-sig") as file:
+        header = file.readline().rstrip("\r\n").split("\t")
+    missing = [column for column in task.text_columns if column not in header]
+    if missing:
+        raise UserError(f"{path} lacks the column(s) {missing}; its header must name {list(task.text_columns)}")
+    try:
+        with warnings.catch_warnings():
+            # a row with more fields than the header would silently lose data: make pandas' warning an error
+            warnings.simplefilter("error", ParserWarning)
+            table = load_dataset(
+                "csv",
+                data_files=str(path),
+                split="train",
+                sep="\t",
+                quoting=csv.QUOTE_NONE,
+                encoding="utf-8-sig",
+                na_filter=False,
+                index_col=False,
+                features=Features({column: Value("string") for column in header}),
+            )
+    except ValueError as error:
+        if "corresponds to no data" in str(error):
+            raise UserError(f"{path} has a header but no rows (an empty split); fix or re-download it") from error
+        raise UserError(f"{path} is not a well-formed GLUE TSV ({error}); fix or re-download it") from error
+    except (DatasetGenerationError, ParserWarning) as error:
+        cause = str(error.__cause__ or error).strip().splitlines()[-1]
+        raise UserError(f"{path} is not a well-formed GLUE TSV ({cause}); fix or re-download it") from error
+    labelled = task.label_column in header
+
+    def normalise(batch: dict, rows: list[int]) -> dict:
+        texts = [batch[column] for column in task.text_columns]
+        for row, values in zip(rows, zip(*texts)):
+            if any(value is None for value in values):
+                raise UserError(f"{path} line {row + 2} has too few tab-separated fields")
+        labels = batch[task.label_column] if labelled else ["-1"] * len(rows)
+        for row, label in zip(rows, labels):
+            if labelled and label not in ("0", "1"):
+                raise UserError(f"{path} line {row + 2}: label {label!r} is not 0 or 1")
+        indices = [int(i) for i in batch["index"]] if "index" in header else rows
+        return {"idx": indices, **dict(zip(normalised_text_columns(task), texts)), "label": list(map(int, labels))}
+
+    return table.map(normalise, batched=True, with_indices=True, remove_columns=header, desc=f"read {path.name}")
+
+
+# --------------------------------------------------------------------------------------------- tokenization
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    """What decides the token ids: vocabulary, normalizer, pre-tokenizer, post-processor (not the
+    truncation/padding state that the fast tokenizer keeps from its last call)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return Hasher.hash(sorted(tokenizer.get_vocab().items()))
+    spec = json.loads(backend.to_str())
+    spec.pop("truncation", None)
+    spec.pop("padding", None)
+    return Hasher.hash(json.dumps(spec, sort_keys=True))
+
+
+def tokenize(
+    raw: Dataset, task: GlueTask, tokenizer: PreTrainedTokenizerBase, max_length: int, tokenizer_hash: str
+) -> Dataset:
+    """Tokenize once; later runs with the same data, tokenizer and max_length read the cached result."""
+    text_columns = normalised_text_columns(task)
+    fingerprint = Hasher.hash([raw._fingerprint, tokenizer_hash, max_length])
+    cache_file = None
+    if raw.cache_files:
+        cache_file = str(Path(raw.cache_files[0]["filename"]).parent / f"peft-glue-tokenized-{fingerprint}.arrow")
+        hit = os.path.exists(cache_file)
+        log.info("tokenization cache %s: %s", "hit" if hit else "miss (tokenizing)", cache_file)
+
+    def encode(batch: dict) -> dict:
+        encoded = tokenizer(*(batch[c] for c in text_columns), truncation=True, max_length=max_length)
+        encoded["labels"] = batch["label"]
+        encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
+        return encoded
+
+    return raw.map(
+        encode,
+        batched=True,
+        remove_columns=[*text_columns, "label"],
+        cache_file_name=cache_file,
+        new_fingerprint=fingerprint,
+        desc="tokenize",
+    )
+
+
+# --------------------------------------------------------------------------------------------- batching
+class LengthGroupedSampler(Sampler[int]):
+    """Indices ordered so that every run of ``batch_size`` holds examples of similar length.
+
+    Shuffle all examples, cut them into buckets of ``bucket_batches`` batches, sort each bucket by length,
+    cut it into batches and shuffle the batches. Every example comes exactly once per epoch; the order
+    depends only on ``seed`` and the epoch (``set_epoch``, called by Lightning). The batch holding the
+    longest example comes first, so an out-of-memory shows at step one, and the one short batch comes last,
+    so a ``BatchSampler`` of the same ``batch_size`` cuts exactly these batches.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, bucket_batches: int = 50):
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.bucket_size = batch_size * bucket_batches
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def batches(self) -> list[list[int]]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(len(self.lengths), generator=generator).tolist()
+        batches: list[list[int]] = []
+        for start in range(0, len(order), self.bucket_size):
+            bucket = sorted(order[start : start + self.bucket_size], key=self.lengths.__getitem__, reverse=True)
+            batches += [bucket[i : i + self.batch_size] for i in range(0, len(bucket), self.batch_size)]
+        short = [batches.pop()] if batches and len(batches[-1]) < self.batch_size else []
+        batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+        if batches:
+            longest = max(range(len(batches)), key=lambda b: self.lengths[batches[b][0]])
+            batches.insert(0, batches.pop(longest))
+        return batches + short
+
+    def __iter__(self) -> Iterator[int]:
+        for batch in self.batches():
+            yield from batch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+
+class SortedBatchSampler(Sampler[list[int]]):
+    """Evaluation batches of similar length (longest first): little padding, and metrics do not care about
+    order; predictions carry their ``idx`` and are put back in the original order when written."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int):
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        self.batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class GlueDataModule(pl.LightningDataModule):
+    """Serves one GLUE task: length-grouped training batches, length-sorted evaluation, per-batch padding."""
+
+    def __init__(
+        self,
+        task: GlueTask,
+        tokenizer: PreTrainedTokenizerBase,
+        data_dir: str | None = None,
+        batch_size: int = 16,
+        eval_batch_size: int | None = None,
+        max_length: int = 128,
+        group_by_length: bool = True,
+        num_workers: int = 0,
+        pin_memory: bool | None = None,
+        pad_to_multiple_of: int | None = None,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if batch_size < 1 or (eval_batch_size or 1) < 1:
+            raise UserError(f"data.batch_size must be >= 1 (got {batch_size})")
+        if max_length < 2:
+            raise UserError(f"data.max_length must be >= 2 (got {max_length})")
+        self.task = task
+        self.tokenizer = tokenizer
+        self.data_dir = data_dir
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.max_length = max_length
+        self.group_by_length = group_by_length
+        self.num_workers = num_workers
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.seed = seed
+        self.collate = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
+        self.splits: dict[str, Dataset] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        raw = load_glue(self.task, self.data_dir)
+        tokenizer_hash = tokenizer_fingerprint(self.tokenizer)
+        self.splits = {
+            split: tokenize(dataset, self.task, self.tokenizer, self.max_length, tokenizer_hash)
+            for split, dataset in raw.items()
+        }
+
+    @property
+    def test_labelled(self) -> bool:
+        self.setup()
+        return min(self.splits["test"]["labels"]) >= 0
+
+    def _loader(self, split: str, **batching) -> DataLoader:
+        dataset = self.splits[split]
+        columns = [column for column in (*MODEL_INPUTS, "labels", "idx") if column in dataset.column_names]
+        return DataLoader(
+            dataset.select_columns(columns),
+            collate_fn=self.collate,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            **batching,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        lengths = self.splits["train"]["length"]
+        if not self.group_by_length:
+            generator = torch.Generator().manual_seed(self.seed)
+            return self._loader("train", batch_size=self.batch_size, shuffle=True, generator=generator)
+        sampler = LengthGroupedSampler(lengths, self.batch_size, seed=self.seed)
+        return self._loader("train", batch_size=self.batch_size, sampler=sampler)
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        return self._loader(split, batch_sampler=SortedBatchSampler(self.splits[split]["length"], self.eval_batch_size))
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("validation")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")

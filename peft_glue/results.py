@@ -1,0 +1,88 @@
+"""What a run leaves in its folder: results.json (written atomically) and the GLUE submission file."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+RESULTS_FILE = "results.json"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write to a temporary file, then rename: a kill never leaves a half-written file behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class RunRecord(dict):
+    """The content of results.json; ``save`` rewrites it, so a crash still leaves the latest state."""
+
+    def __init__(self, run_dir: Path, **fields: Any):
+        super().__init__(status="running", **fields)
+        self.path = Path(run_dir) / RESULTS_FILE
+
+    def save(self, **updates: Any) -> None:
+        self.update(updates)
+        write_atomic(self.path, json.dumps(self, indent=2, default=str) + "\n")
+
+
+def write_submission(path: Path, predictions: list[tuple[torch.Tensor, torch.Tensor]]) -> Path:
+    """GLUE leaderboard format: `index<TAB>prediction`, one line per test example, in index order."""
+    indices = torch.cat([idx for idx, _ in predictions]).tolist()
+    labels = torch.cat([pred for _, pred in predictions]).tolist()
+    lines = ["index\tprediction", *(f"{i}\t{label}" for i, label in sorted(zip(indices, labels)))]
+    write_atomic(path, "\n".join(lines) + "\n")
+    return path
+
+
+def peak_memory_mb() -> float:
+    """Peak GPU memory allocated by tensors, or on CPU the process's peak resident set size."""
+    if torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0:
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+class TrainThroughput(pl.Callback):
+    """Seconds spent training (validation excluded) and training samples processed."""
+
+    def __init__(self) -> None:
+        self.samples = 0
+        self.seconds = 0.0
+        self._fit_start = self._val_start = 0.0
+        self._val_seconds = 0.0
+
+    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self._fit_start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self.samples += len(batch["labels"])
+
+    def on_validation_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self._val_start = time.perf_counter()
+
+    def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self._val_seconds += time.perf_counter() - self._val_start
+
+    def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self.seconds = time.perf_counter() - self._fit_start - self._val_seconds
+
+    @property
+    def samples_per_second(self) -> float:
+        return round(self.samples / self.seconds, 2) if self.seconds else 0.0

@@ -1,0 +1,111 @@
+"""Fine-tune BERT on a GLUE task with a (parameter-efficient) method. The whole flow is on this screen.
+
+    python -m peft_glue.train method=bitfit task=sst2
+    python -m peft_glue.train -m method=lora method.r=1,4,16
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import LearningRateMonitor
+
+from peft_glue.config import build, check_command_line, register_resolvers
+from peft_glue.data import GlueDataModule
+from peft_glue.errors import UserError, exit_with
+from peft_glue.methods import Method
+from peft_glue.models import load_model, load_tokenizer, parameter_summary
+from peft_glue.module import GlueClassifier
+from peft_glue.results import RunRecord, TrainThroughput, peak_memory_mb, write_submission
+from peft_glue.tasks import GlueTask
+
+log = logging.getLogger("peft_glue")
+
+
+def train(cfg: DictConfig, record: RunRecord) -> None:
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    task: GlueTask = build(cfg.task)
+    method: Method = build(cfg.method, _convert_="all")
+    if cfg.optimizer.lr <= 0:
+        raise UserError(f"optimizer.lr must be > 0 (got {cfg.optimizer.lr}); e.g. optimizer.lr=1e-3")
+
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    model = method.apply(load_model(num_labels=task.num_labels, **model_cfg))
+    summary = parameter_summary(model)
+    log.info("%s on %s: %s", method.name, task.name, summary)
+    record.save(**summary)
+    if cfg.dry_run:
+        return record.save(status="dry_run")
+
+    tokenizer = load_tokenizer(model_cfg["name_or_path"], model_cfg["trust_remote_code"])
+    datamodule = GlueDataModule(task, tokenizer, seed=cfg.seed, **cfg.data)
+    module = GlueClassifier(model, task, **cfg.optimizer, warmup_ratio=cfg.scheduler.warmup_ratio)
+    throughput = TrainThroughput()
+    trainer = pl.Trainer(
+        **cfg.trainer,
+        logger=[instantiate(logger) for logger in cfg.logger.values()] if cfg.logger else False,
+        callbacks=[LearningRateMonitor(logging_interval="step"), throughput],
+    )
+    trainer.fit(module, datamodule=datamodule)
+    history = module.val_history
+    record.save(
+        val={"best": max(history, key=lambda m: m[task.monitor]), "last": history[-1]} if history else None,
+        val_history=history,
+        train_seconds=round(throughput.seconds, 2),
+        train_samples_per_second=throughput.samples_per_second,
+        peak_memory_mb=peak_memory_mb(),
+    )
+
+    if datamodule.test_labelled:
+        test = trainer.test(module, datamodule=datamodule, verbose=False)[0]
+        record.save(test={key.removeprefix("test/"): value for key, value in test.items()})
+    else:
+        submission = Path(record.path.parent) / task.submission_file
+        write_submission(submission, trainer.predict(module, datamodule=datamodule))
+        record.save(test=None, predictions=str(submission))
+    record.save(status="completed", peak_memory_mb=peak_memory_mb())
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def run(cfg: DictConfig) -> dict:
+    """One job: train, and record the outcome in results.json whatever happens."""
+    record = RunRecord(
+        HydraConfig.get().runtime.output_dir,
+        task=HydraConfig.get().runtime.choices.task,
+        method={"name": HydraConfig.get().runtime.choices.method, **{
+            k: v for k, v in OmegaConf.to_container(cfg.method).items() if k != "_target_"}},
+        model=HydraConfig.get().runtime.choices.model,
+        seed=cfg.seed,
+    )
+    in_multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    try:
+        train(cfg, record)
+    except UserError as error:
+        record.save(status="failed", error=str(error))
+        if not in_multirun:
+            exit_with(str(error))
+        log.error("job failed: %s", error)
+    except Exception as error:
+        record.save(status="failed", error=f"{type(error).__name__}: {error}")
+        if not in_multirun:
+            raise
+        log.exception("job failed")
+    return dict(record)
+
+
+def main() -> None:
+    register_resolvers()
+    check_command_line(sys.argv[1:])
+    run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""Bad input ends in one line that names the fix and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from peft_glue.errors import UserError
+from peft_glue.results import RunRecord
+from peft_glue.train import train
+
+from .conftest import compose_cfg, run_cli, tiny_overrides
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+
+
+@pytest.mark.parametrize(
+    ("override", "fragments"),
+    [
+        ("method=prefix", ["unknown method 'prefix'", "bitfit, full, lora"]),
+        ("task=cola", ["unknown task 'cola'", "mrpc, sst2"]),
+        ("model=gpt5", ["unknown model 'gpt5'", "bert_base_uncased, minilm"]),
+        ("optimizer.lrr=1", ["unknown key 'optimizer.lrr'", "check its spelling"]),
+    ],
+)
+def test_unknown_options_and_keys(tmp_path, override, fragments):
+    assert_one_line_error(run_cli(override, cwd=tmp_path), *fragments)
+
+
+def test_unknown_option_inside_a_sweep(tmp_path):
+    assert_one_line_error(run_cli("-m", "method=lora,dora", cwd=tmp_path), "unknown method 'dora'")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["method=lora", "method.r=0"], "method.r must be a whole number >= 1"),
+        (["optimizer.lr=0"], "optimizer.lr must be > 0"),
+        (["optimizer.lr=-1e-3"], "optimizer.lr must be > 0"),
+        (["model.name_or_path=/no/such/model"], "model.name_or_path=/no/such/model does not exist"),
+    ],
+)
+def test_bad_values_are_user_errors(tiny_bert, tiny_glue, tmp_path, overrides, message):
+    cfg = compose_cfg([*tiny_overrides(tiny_bert, tiny_glue), *overrides], tmp_path)
+    with pytest.raises(UserError, match=message):
+        train(cfg, RunRecord(tmp_path))
+
+
+def test_data_dir_without_task_files_from_the_command_line(tiny_bert, tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = run_cli(f"model.name_or_path={tiny_bert}", f"data.data_dir={tmp_path / 'empty'}", cwd=tmp_path)
+    assert_one_line_error(result, "MRPC", "lacks train.tsv", "data.data_dir")
+    results = json.loads(next(tmp_path.glob("outputs/runs/*/results.json")).read_text())
+    assert results["status"] == "failed" and "lacks train.tsv" in results["error"]
+
+
+def test_offline_without_data_dir_names_both_fixes(tiny_bert, tmp_path):
+    result = run_cli(f"model.name_or_path={tiny_bert}", cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
+    assert_one_line_error(result, "set GLUE_DIR or data.data_dir", "model=minilm")
+
+
+def test_offline_hub_model_names_the_offline_weights(tmp_path):
+    result = run_cli("model=bert_base_uncased", "dry_run=true", cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
+    assert_one_line_error(result, "bert-base-uncased", "model=minilm")
+
+
+def test_a_failing_job_does_not_stop_the_sweep(tiny_bert, tiny_glue, tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_cli(
+        "-m", "method=lora", "method.r=0,2", "trainer.max_epochs=1", *tiny_overrides(tiny_bert, tiny_glue),
+        f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+    )  # fmt: skip
+    assert_one_line_error(result, "1 job(s) failed", "method.r must be")
+    statuses = [json.loads(p.read_text())["status"] for p in sorted(sweep.glob("*/results.json"))]
+    assert statuses == ["failed", "completed"]
