@@ -12,8 +12,8 @@ from hydra import compose, initialize_config_dir
 from hydra._internal.utils import get_args_parser
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import InstantiationException, MissingConfigException
-from hydra.utils import instantiate
 from hydra.experimental.callback import Callback
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError
 
@@ -31,7 +31,10 @@ def best_precision() -> str:
 
 
 def register_resolvers() -> None:
-    for name, resolver in {"best_precision": best_precision, "package_model_path": package_model_path}.items():
+    for name, resolver in {
+        "best_precision": best_precision,
+        "package_model_path": package_model_path,
+    }.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
 
@@ -75,7 +78,14 @@ def check_command_line(argv: list[str]) -> None:
     """Compose the config of the first job before Hydra starts, so a wrong override or an unknown
     config option ends in one line that names the fix instead of Hydra's multi-line report."""
     args, _ = get_args_parser().parse_known_args(argv)
-    if args.help or args.hydra_help or args.info or args.shell_completion or args.config_dir or args.config_path:
+    if (
+        args.help
+        or args.hydra_help
+        or args.info
+        or args.shell_completion
+        or args.config_dir
+        or args.config_path
+    ):
         return
     try:
         overrides = first_of_each_sweep(args.overrides)

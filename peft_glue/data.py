@@ -1,4 +1,4 @@
-"""GLUE data: the Hub's `nyu-mll/glue` or a local folder in the classic GLUE layout, tokenized once and cached.
+"""GLUE data: the Hub's `nyu-mll/glue` or a local folder in the classic GLUE layout, tokenized once, cached.
 
 Every split is normalised to the columns ``idx``, ``sentence1`` (``sentence2`` for pairs) and ``label``
 (-1 where the split has no labels), then tokenized with ``datasets.map`` into an on-disk cache keyed by the
@@ -32,7 +32,9 @@ log = logging.getLogger(__name__)
 HUB_DATASET = "nyu-mll/glue"
 LOCAL_SPLITS = {"train": "train.tsv", "validation": "dev.tsv", "test": "test.tsv"}
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-OFFLINE_DATA_HINT = "set GLUE_DIR or data.data_dir=/path/to/glue (classic GLUE layout); model=minilm for offline weights"
+OFFLINE_DATA_HINT = (
+    "set GLUE_DIR or data.data_dir=/path/to/glue (classic GLUE layout); model=minilm for offline weights"
+)
 
 
 # --------------------------------------------------------------------------------------------- raw data
@@ -49,7 +51,9 @@ def load_hub(task: GlueTask) -> DatasetDict:
     try:
         raw = load_dataset(HUB_DATASET, task.hub_config)
     except Exception as error:  # connection, DNS, offline-mode and missing-dataset errors all end here
-        raise UserError(f"cannot load GLUE {task.name} from the Hugging Face Hub: {OFFLINE_DATA_HINT}") from error
+        raise UserError(
+            f"cannot load GLUE {task.name} from the Hugging Face Hub: {OFFLINE_DATA_HINT}"
+        ) from error
     if "sentence" in raw["train"].column_names:
         raw = raw.rename_column("sentence", "sentence1")
     return raw.select_columns(["idx", *normalised_text_columns(task), "label"])
@@ -76,7 +80,9 @@ def read_glue_tsv(path: Path, task: GlueTask) -> Dataset:
         header = file.readline().rstrip("\r\n").split("\t")
     missing = [column for column in task.text_columns if column not in header]
     if missing:
-        raise UserError(f"{path} lacks the column(s) {missing}; its header must name {list(task.text_columns)}")
+        raise UserError(
+            f"{path} lacks the column(s) {missing}; its header must name {list(task.text_columns)}"
+        )
     try:
         with warnings.catch_warnings():
             # a row with more fields than the header would silently lose data: make pandas' warning an error
@@ -94,7 +100,9 @@ def read_glue_tsv(path: Path, task: GlueTask) -> Dataset:
             )
     except ValueError as error:
         if "corresponds to no data" in str(error):
-            raise UserError(f"{path} has a header but no rows (an empty split); fix or re-download it") from error
+            raise UserError(
+                f"{path} has a header but no rows (an empty split); fix or re-download it"
+            ) from error
         raise UserError(f"{path} is not a well-formed GLUE TSV ({error}); fix or re-download it") from error
     except (DatasetGenerationError, ParserWarning) as error:
         cause = str(error.__cause__ or error).strip().splitlines()[-1]
@@ -103,17 +111,23 @@ def read_glue_tsv(path: Path, task: GlueTask) -> Dataset:
 
     def normalise(batch: dict, rows: list[int]) -> dict:
         texts = [batch[column] for column in task.text_columns]
-        for row, values in zip(rows, zip(*texts)):
+        for row, values in zip(rows, zip(*texts, strict=True), strict=True):
             if any(value is None for value in values):
                 raise UserError(f"{path} line {row + 2} has too few tab-separated fields")
         labels = batch[task.label_column] if labelled else ["-1"] * len(rows)
-        for row, label in zip(rows, labels):
+        for row, label in zip(rows, labels, strict=True):
             if labelled and label not in ("0", "1"):
                 raise UserError(f"{path} line {row + 2}: label {label!r} is not 0 or 1")
         indices = [int(i) for i in batch["index"]] if "index" in header else rows
-        return {"idx": indices, **dict(zip(normalised_text_columns(task), texts)), "label": list(map(int, labels))}
+        return {
+            "idx": indices,
+            **dict(zip(normalised_text_columns(task), texts, strict=True)),
+            "label": list(map(int, labels)),
+        }
 
-    return table.map(normalise, batched=True, with_indices=True, remove_columns=header, desc=f"read {path.name}")
+    return table.map(
+        normalise, batched=True, with_indices=True, remove_columns=header, desc=f"read {path.name}"
+    )
 
 
 # --------------------------------------------------------------------------------------------- tokenization
@@ -137,7 +151,9 @@ def tokenize(
     fingerprint = Hasher.hash([raw._fingerprint, tokenizer_hash, max_length])
     cache_file = None
     if raw.cache_files:
-        cache_file = str(Path(raw.cache_files[0]["filename"]).parent / f"peft-glue-tokenized-{fingerprint}.arrow")
+        cache_file = str(
+            Path(raw.cache_files[0]["filename"]).parent / f"peft-glue-tokenized-{fingerprint}.arrow"
+        )
         hit = os.path.exists(cache_file)
         log.info("tokenization cache %s: %s", "hit" if hit else "miss (tokenizing)", cache_file)
 
@@ -183,7 +199,9 @@ class LengthGroupedSampler(Sampler[int]):
         order = torch.randperm(len(self.lengths), generator=generator).tolist()
         batches: list[list[int]] = []
         for start in range(0, len(order), self.bucket_size):
-            bucket = sorted(order[start : start + self.bucket_size], key=self.lengths.__getitem__, reverse=True)
+            bucket = sorted(
+                order[start : start + self.bucket_size], key=self.lengths.__getitem__, reverse=True
+            )
             batches += [bucket[i : i + self.batch_size] for i in range(0, len(bucket), self.batch_size)]
         short = [batches.pop()] if batches and len(batches[-1]) < self.batch_size else []
         batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
@@ -230,6 +248,7 @@ class GlueDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool | None = None,
         pad_to_multiple_of: int | None = None,
+        train_subset: int | None = None,
         seed: int = 0,
     ):
         super().__init__()
@@ -246,6 +265,7 @@ class GlueDataModule(pl.LightningDataModule):
         self.group_by_length = group_by_length
         self.num_workers = num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.train_subset = train_subset
         self.seed = seed
         self.collate = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
         self.splits: dict[str, Dataset] = {}
@@ -254,6 +274,9 @@ class GlueDataModule(pl.LightningDataModule):
         if self.splits:
             return
         raw = load_glue(self.task, self.data_dir)
+        if self.train_subset and self.train_subset < len(raw["train"]):
+            # the same examples for every run and seed, so that runs stay comparable
+            raw["train"] = raw["train"].shuffle(seed=0).select(range(self.train_subset))
         tokenizer_hash = tokenizer_fingerprint(self.tokenizer)
         self.splits = {
             split: tokenize(dataset, self.task, self.tokenizer, self.max_length, tokenizer_hash)
@@ -286,7 +309,9 @@ class GlueDataModule(pl.LightningDataModule):
         return self._loader("train", batch_size=self.batch_size, sampler=sampler)
 
     def _eval_loader(self, split: str) -> DataLoader:
-        return self._loader(split, batch_sampler=SortedBatchSampler(self.splits[split]["length"], self.eval_batch_size))
+        return self._loader(
+            split, batch_sampler=SortedBatchSampler(self.splits[split]["length"], self.eval_batch_size)
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("validation")

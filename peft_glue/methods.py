@@ -88,4 +88,6 @@ class LoRA(Method):
         try:
             return get_peft_model(model, config)
         except ValueError as error:
-            raise UserError(f"method.target_modules={self.target_modules}: {error}".splitlines()[0]) from error
+            raise UserError(
+                f"method.target_modules={self.target_modules}: {error}".splitlines()[0]
+            ) from error

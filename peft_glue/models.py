@@ -39,10 +39,14 @@ def check_source(name_or_path: str) -> str:
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
-            raise UserError(f"model.name_or_path={name_or_path} has no config.json; point it at a saved HF model")
+            raise UserError(
+                f"model.name_or_path={name_or_path} has no config.json; point it at a saved HF model"
+            )
         return str(path)
     if _looks_local(name_or_path):
-        raise UserError(f"model.name_or_path={name_or_path} does not exist; give an existing folder or a Hub id")
+        raise UserError(
+            f"model.name_or_path={name_or_path} does not exist; give an existing folder or a Hub id"
+        )
     return name_or_path
 
 

@@ -81,12 +81,17 @@ class GlueClassifier(pl.LightningModule):
     def configure_optimizers(self):
         trainable = [(name, p) for name, p in self.model.named_parameters() if p.requires_grad]
         groups = [
-            {"params": [p for n, p in trainable if not n.endswith(NO_DECAY)], "weight_decay": self.weight_decay},
+            {
+                "params": [p for n, p in trainable if not n.endswith(NO_DECAY)],
+                "weight_decay": self.weight_decay,
+            },
             {"params": [p for n, p in trainable if n.endswith(NO_DECAY)], "weight_decay": 0.0},
         ]
         optimizer = torch.optim.AdamW(
             [group for group in groups if group["params"]], lr=self.lr, betas=self.betas, eps=self.eps
         )
         total_steps = self.trainer.estimated_stepping_batches
-        scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(self.warmup_ratio * total_steps), total_steps)
+        scheduler = get_linear_schedule_with_warmup(
+            optimizer, math.ceil(self.warmup_ratio * total_steps), total_steps
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

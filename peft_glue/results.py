@@ -45,7 +45,8 @@ def write_submission(path: Path, predictions: list[tuple[torch.Tensor, torch.Ten
     """GLUE leaderboard format: `index<TAB>prediction`, one line per test example, in index order."""
     indices = torch.cat([idx for idx, _ in predictions]).tolist()
     labels = torch.cat([pred for _, pred in predictions]).tolist()
-    lines = ["index\tprediction", *(f"{i}\t{label}" for i, label in sorted(zip(indices, labels)))]
+    rows = sorted(zip(indices, labels, strict=True))
+    lines = ["index\tprediction", *(f"{i}\t{label}" for i, label in rows)]
     write_atomic(path, "\n".join(lines) + "\n")
     return path
 

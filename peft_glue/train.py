@@ -1,13 +1,14 @@
 """Fine-tune BERT on a GLUE task with a (parameter-efficient) method. The whole flow is on this screen.
 
-    python -m peft_glue.train method=bitfit task=sst2
-    python -m peft_glue.train -m method=lora method.r=1,4,16
+python -m peft_glue.train method=bitfit task=sst2
+python -m peft_glue.train -m method=lora method.r=1,4,16
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 import hydra
@@ -29,8 +30,22 @@ from peft_glue.tasks import GlueTask
 
 log = logging.getLogger("peft_glue")
 
+KNOWN_NOISE = [  # warnings of our dependencies that say nothing to a user of peft_glue
+    r"`is_gradient_checkpointing` is deprecated",
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    r"You are using a custom batch sampler `SortedBatchSampler`",  # it does return every index
+]
+
 
 def train(cfg: DictConfig, record: RunRecord) -> None:
+    record.update(
+        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
+        batch_size=cfg.data.batch_size,
+        train_subset=cfg.data.train_subset,
+        max_epochs=cfg.trainer.max_epochs,
+        precision=cfg.trainer.precision,
+        model_name_or_path=cfg.model.name_or_path,
+    )
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     task: GlueTask = build(cfg.task)
     method: Method = build(cfg.method, _convert_="all")
@@ -77,15 +92,18 @@ def train(cfg: DictConfig, record: RunRecord) -> None:
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def run(cfg: DictConfig) -> dict:
     """One job: train, and record the outcome in results.json whatever happens."""
+    hydra_cfg = HydraConfig.get()
+    method_hparams = OmegaConf.to_container(cfg.method, resolve=True)
+    method_hparams.pop("_target_")
     record = RunRecord(
-        HydraConfig.get().runtime.output_dir,
-        task=HydraConfig.get().runtime.choices.task,
-        method={"name": HydraConfig.get().runtime.choices.method, **{
-            k: v for k, v in OmegaConf.to_container(cfg.method).items() if k != "_target_"}},
-        model=HydraConfig.get().runtime.choices.model,
+        hydra_cfg.runtime.output_dir,
+        task=hydra_cfg.runtime.choices.task,
+        method={"name": hydra_cfg.runtime.choices.method, **method_hparams},
+        model=hydra_cfg.runtime.choices.model,
         seed=cfg.seed,
+        overrides=list(hydra_cfg.overrides.task),
     )
-    in_multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    in_multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         train(cfg, record)
     except UserError as error:
@@ -102,6 +120,8 @@ def run(cfg: DictConfig) -> dict:
 
 
 def main() -> None:
+    for message in KNOWN_NOISE:
+        warnings.filterwarnings("ignore", message=message)
     register_resolvers()
     check_command_line(sys.argv[1:])
     run()

@@ -119,7 +119,7 @@ def tiny_overrides(tiny_bert: Path, tiny_glue: Path) -> list[str]:
 
 
 def compose_cfg(overrides: list[str], run_dir: Path) -> DictConfig:
-    """The config `python -m peft_glue.train <overrides>` would run, with Hydra's runtime set up in-process."""
+    """The config that `python -m peft_glue.train <overrides>` runs, with Hydra's runtime set in-process."""
     register_resolvers()
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("config", overrides=overrides, return_hydra_config=True)
@@ -129,7 +129,9 @@ def compose_cfg(overrides: list[str], run_dir: Path) -> DictConfig:
     return cfg
 
 
-def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, cwd: Path, env: dict | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess:
     """Run `python -m peft_glue.train ARGS` as a user would."""
     return subprocess.run(
         [sys.executable, "-m", "peft_glue.train", *args],

@@ -26,7 +26,7 @@ def write(path: Path, text: str) -> Path:
 def test_bom_and_unbalanced_quotes_are_read_verbatim(tmp_path):
     path = write(
         tmp_path / "train.tsv",
-        BOM + 'Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n'
+        BOM + "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
         '1\t1\t2\tHe said "yes\tShe "agreed" 5 " times\n'
         "0\t3\t4\tnull\tNA\n",
     )
@@ -42,7 +42,7 @@ def test_unlabelled_test_split_keeps_its_index(tmp_path):
     data = read_glue_tsv(path, SST2())
     assert data["idx"] == [7, 9]
     assert data["label"] == [-1, -1]
-    assert data["sentence1"] == ['it \'s "fine', "bad"]
+    assert data["sentence1"] == ["it 's \"fine", "bad"]
 
 
 def test_labelled_local_test_split_is_evaluated(tmp_path):

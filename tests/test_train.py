@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from torch import nn
 
+from peft_glue import train as train_module
 from peft_glue.module import GlueClassifier
 from peft_glue.results import RunRecord
 from peft_glue.train import train
@@ -25,7 +26,7 @@ def read_results(folder: Path) -> dict:
 
 
 def check_results(results: dict, task: str, method: str) -> None:
-    assert REQUIRED <= results.keys()
+    assert results.keys() >= REQUIRED
     assert results["status"] == "completed"
     assert results["task"] == task and results["method"]["name"] == method
     assert 0 < results["trainable_params"] <= results["total_params"]
@@ -90,7 +91,9 @@ def test_labelled_test_split_is_evaluated(tiny_bert, tiny_glue, tmp_path):
 
 
 def test_dry_run_builds_but_does_not_train(tiny_bert, tmp_path):
-    cfg = compose_cfg([f"model.name_or_path={tiny_bert}", "dry_run=true", "data.data_dir=/nonexistent"], tmp_path)
+    cfg = compose_cfg(
+        [f"model.name_or_path={tiny_bert}", "dry_run=true", "data.data_dir=/nonexistent"], tmp_path
+    )
     record = RunRecord(tmp_path)
     train(cfg, record)
     assert record["status"] == "dry_run" and record["trainable_params"] > 0
@@ -108,7 +111,7 @@ def test_dropout_is_active_inside_training_step(tiny_bert, tiny_glue, tmp_path, 
 
     monkeypatch.setattr(GlueClassifier, "training_step", spy)
     # from_pretrained hands back eval mode; the module must switch dropout on for training
-    monkeypatch.setattr("peft_glue.train.load_model", _eval_mode(__import__("peft_glue.train").train.load_model))
+    monkeypatch.setattr(train_module, "load_model", _eval_mode(train_module.load_model))
     cfg = compose_cfg(["method=full", *tiny_overrides(tiny_bert, tiny_glue)], tmp_path)
     train(cfg, RunRecord(tmp_path))
     assert modes and all(modes)
