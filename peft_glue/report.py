@@ -1,0 +1,576 @@
+"""Gather the results.json of runs and sweeps into results.csv, a Markdown report and plots.
+
+    python -m peft_glue.report outputs/method_comparison outputs/lora_rank [--out DIR]
+
+Runs that differ only by seed form one configuration, reported as mean ± std (n=K). Failed, unfinished
+and dry runs are listed too, so that a missing number is never a silent gap in a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: no display on training machines
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from peft_glue.errors import UserError, exit_with  # noqa: E402
+
+# Same name as peft_glue.results.RESULTS_FILE; not imported from there to keep Lightning out of this tool.
+RESULTS_FILE = "results.json"
+METRICS_FILE = "metrics.csv"
+METHOD_ORDER = ["full", "bitfit", "lora"]
+STATUSES = ["completed", "dry_run", "failed", "running"]  # as peft_glue.train writes them
+# results.json field -> table column; accuracy and F1 are shown in %.
+METRICS = {
+    "val.best.accuracy": "acc (best)",
+    "val.last.accuracy": "acc (last)",
+    "val.best.f1": "F1 (best)",
+    "val.last.f1": "F1 (last)",
+}
+# Identity fields besides task and method that are shown as columns only where runs differ in them.
+SETTINGS = ["model", "batch_size", "max_epochs", "train_subset"]
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def find_results(paths: Iterable[Path]) -> list[Path]:
+    """Every results.json at or below the given run or multirun folders, each once."""
+    found: dict[Path, None] = {}
+    for path in map(Path, paths):
+        if not path.exists():
+            raise UserError(f"{path} does not exist; give run or multirun folders (e.g. outputs/multirun)")
+        files = [path] if path.is_file() else sorted(path.rglob(RESULTS_FILE))
+        found.update(dict.fromkeys(file.resolve() for file in files))
+    return list(found)
+
+
+def flatten(record: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts become dotted columns; lists become JSON text so that a CSV cell holds them."""
+    flat: dict[str, Any] = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        elif isinstance(value, list):
+            flat[f"{prefix}{key}"] = json.dumps(value)
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def identity(record: dict) -> dict[str, Any]:
+    """What makes two runs the same configuration: every identity field of results.json except the seed.
+
+    A failed run may lack ``optimizer``; its learning rate is then the method's default, as in the config.
+    """
+    method = dict(record.get("method") or {})
+    return {
+        "task": record.get("task"),
+        "model": record.get("model"),
+        "method": method,
+        "lr": (record.get("optimizer") or {}).get("lr", method.get("lr")),
+        "batch_size": record.get("batch_size"),
+        "max_epochs": record.get("max_epochs"),
+        "train_subset": record.get("train_subset"),
+    }
+
+
+def identity_key(ident: dict[str, Any], without: Sequence[str] = ()) -> str:
+    """``ident`` as canonical JSON, leaving out the dotted fields in ``without`` (the swept ones)."""
+    ident = json.loads(json.dumps(ident, default=str))  # a deep copy
+    for dotted in without:
+        *parents, leaf = dotted.split(".")
+        node = ident
+        for parent in parents:
+            node = node.get(parent) or {}
+        node.pop(leaf, None)
+    return json.dumps(ident, sort_keys=True)
+
+
+def load_runs(paths: Iterable[Path]) -> pd.DataFrame:
+    """One row per run found below ``paths``: the flattened results.json plus its folder and config id."""
+    rows = []
+    for file in find_results(paths):
+        try:
+            record = json.loads(file.read_text())
+        except (OSError, json.JSONDecodeError) as error:  # listed as a failed run, not dropped
+            record = {"status": "unreadable", "error": f"cannot read {file.name}: {error}"}
+        history = record.pop("val_history", None)
+        ident = identity(record)
+        key = identity_key(ident)
+        rows.append(
+            {
+                "run_dir": str(file.parent),
+                "config": hashlib.sha1(key.encode()).hexdigest()[:8],
+                **flatten(record),
+                "lr": ident["lr"],
+                "val_epochs": len(history) if isinstance(history, list) else None,
+                "_identity": ident,
+                "_key": key,
+            }
+        )
+    if not rows:
+        raise UserError(f"no {RESULTS_FILE} found below {', '.join(map(str, paths))}")
+    runs = pd.DataFrame(rows)
+    for column in ["status", "task", "model", "seed", "method.name", "error", *METRICS, *SETTINGS]:
+        if column not in runs:
+            runs[column] = None
+    runs["method_label"] = method_labels(runs)
+    return runs
+
+
+def method_labels(runs: pd.DataFrame) -> list[str]:
+    """``lora r=4``: the method's name plus the hyperparameters (other than lr) in which its runs differ."""
+    varying: dict[str, list[str]] = {}
+    for name, group in runs.groupby("method.name", dropna=False):
+        columns = [c for c in group if c.startswith("method.") and c not in ("method.name", "method.lr")]
+        varying[name] = [c for c in columns if distinct(group[c]) > 1]
+    labels = []
+    for _, run in runs.iterrows():
+        name = run["method.name"]
+        parts = [
+            f"{column.removeprefix('method.')}={fmt_value(run[column])}" for column in varying.get(name, [])
+        ]
+        labels.append(" ".join([str(name), *parts]))
+    return labels
+
+
+def shared_method_settings(runs: pd.DataFrame) -> dict[str, str]:
+    """Per method, the hyperparameters (besides lr) that all its runs share, for the report's header."""
+    shared = {}
+    for name, group in runs.groupby("method.name"):
+        columns = [c for c in group if c.startswith("method.") and c not in ("method.name", "method.lr")]
+        same = [c for c in columns if group[c].notna().any() and distinct(group[c]) == 1]
+        if same:
+            shared[name] = ", ".join(
+                f"{c.removeprefix('method.')}={fmt_value(group[c].iloc[0])}" for c in same
+            )
+    return shared
+
+
+# ---------------------------------------------------------------------------------------------- tables
+
+
+def is_missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def distinct(values: pd.Series) -> int:
+    """How many different values, a missing one counting as a value of its own."""
+    return values.map(fmt_value).nunique()
+
+
+def fmt_value(value: Any) -> str:
+    if is_missing(value):
+        return "–"
+    if isinstance(value, str) and value.startswith("["):  # a list stored as JSON text
+        return "+".join(map(str, json.loads(value)))
+    if isinstance(value, float) and value.is_integer() and abs(value) >= 1:
+        return str(int(value))
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def fmt_params(value: Any) -> str:
+    return "–" if is_missing(value) else f"{int(value):,}"
+
+
+def mean_std(values: Iterable[Any], scale: float = 100.0) -> str:
+    """``84.2 ± 1.3 (n=3)``: mean and sample standard deviation over the runs that have the value."""
+    series = pd.Series(list(values), dtype="float64").dropna() * scale
+    if series.empty:
+        return "–"
+    if len(series) == 1:
+        return f"{series.iloc[0]:.1f} (n=1)"
+    return f"{series.mean():.1f} ± {series.std():.1f} (n={len(series)})"
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    def cell(value: Any) -> str:
+        text = value if isinstance(value, str) else fmt_value(value)
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = [
+        "| " + " | ".join(map(str, frame.columns)) + " |",
+        "| " + " | ".join("---" for _ in frame.columns) + " |",
+        *("| " + " | ".join(cell(value) for value in row) + " |" for row in frame.itertuples(index=False)),
+    ]
+    return "\n".join(lines)
+
+
+def varying_settings(runs: pd.DataFrame) -> list[str]:
+    """The SETTINGS columns in which these runs differ; the rest are stated once in the header."""
+    return [column for column in SETTINGS if distinct(runs[column]) > 1]
+
+
+def sort_order(configs: pd.DataFrame) -> pd.DataFrame:
+    rank = {name: i for i, name in enumerate(METHOD_ORDER)}
+    order = configs["method.name"].map(lambda name: rank.get(name, len(rank)))
+    r = configs["method.r"] if "method.r" in configs else pd.Series(math.nan, index=configs.index)
+    by = ["task", "model", "_order", "_r", "method_label", "lr"]
+    return configs.assign(_order=order, _r=r).sort_values(by, key=_sortable).drop(columns=["_order", "_r"])
+
+
+def _sortable(column: pd.Series) -> pd.Series:
+    return column if column.dtype.kind in "if" else column.astype(str)
+
+
+def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration of completed runs: identity columns, param counts and the runs' metrics.
+
+    Metric columns hold the list of per-seed values; ``mean_std`` formats them.
+    """
+    completed = runs[runs["status"] == "completed"]
+    if completed.empty:
+        return pd.DataFrame()
+    identity_columns = ["_key", "_identity", "task", "method.name", "method_label", "lr", *SETTINGS]
+    identity_columns += [c for c in ("method.r", "trainable_params", "trainable_percent") if c in runs]
+    rows = []
+    for _, group in completed.groupby("_key", sort=False):
+        row = {column: group[column].iloc[0] for column in identity_columns}
+        row.update({metric: group[metric].tolist() for metric in METRICS})
+        row.update(seeds=group["seed"].tolist(), n=len(group))
+        rows.append(row)
+    return sort_order(pd.DataFrame(rows))
+
+
+def config_table(configs: pd.DataFrame, columns: dict[str, str], settings: list[str]) -> pd.DataFrame:
+    """Display columns: the identity ``columns`` and varying ``settings`` first, then params and metrics."""
+    table = pd.DataFrame({title: configs[column].map(fmt_value) for column, title in columns.items()})
+    for column in settings:
+        table[column] = configs[column].map(fmt_value)
+    table["trainable params"] = configs.get("trainable_params", pd.Series(dtype=float)).map(fmt_params)
+    table["% of model"] = configs.get("trainable_percent", pd.Series(dtype=float)).map(fmt_value)
+    for metric, title in METRICS.items():
+        if any(not is_missing(v) for values in configs[metric] for v in values):
+            table[title] = configs[metric].map(mean_std)
+    return table
+
+
+def families(configs: pd.DataFrame, swept: Sequence[str], by: str) -> list[pd.DataFrame]:
+    """Configurations that differ only in the ``swept`` fields, with at least two values of ``by``."""
+    keys = configs["_identity"].map(lambda ident: identity_key(ident, swept))
+    found = []
+    for _, family in configs.groupby(keys, sort=False):
+        if family[by].nunique() >= 2:
+            found.append(family.sort_values(by))
+    return found
+
+
+# ---------------------------------------------------------------------------------------------- plots
+
+
+def best_accuracy(family: pd.DataFrame) -> tuple[list[float], list[float]]:
+    """Per configuration: mean and std (0 for a single run) of the best-epoch validation accuracy, in %."""
+    means, stds = [], []
+    for values in family["val.best.accuracy"]:
+        series = pd.Series(values, dtype="float64").dropna() * 100
+        means.append(series.mean() if len(series) else math.nan)
+        stds.append(series.std() if len(series) > 1 else 0.0)
+    return means, stds
+
+
+def family_label(family: pd.DataFrame, settings: list[str], swept: str | None = None) -> str:
+    """A legend entry: the method label without the swept hyperparameter, plus the varying settings."""
+    first = family.iloc[0]
+    words = [w for w in str(first["method_label"]).split() if not (swept and w.startswith(f"{swept}="))]
+    return " ".join(words + [f"{column}={fmt_value(first[column])}" for column in settings])
+
+
+def plot_rank_sweep(task: str, task_families: list[pd.DataFrame], settings: list[str], path: Path) -> Path:
+    """Accuracy vs r, with the trainable parameter count on a second y-axis (the cost of each r)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    params_ax = ax.twinx()
+    for i, family in enumerate(task_families):
+        color = f"C{i}"
+        means, stds = best_accuracy(family)
+        label = f"{family_label(family, settings, 'r')} lr={fmt_value(family['lr'].iloc[0])}"
+        ax.errorbar(family["method.r"], means, yerr=stds, marker="o", capsize=3, color=color, label=label)
+        params_ax.plot(
+            family["method.r"], family["trainable_params"], ls="--", marker="s", color=color, alpha=0.5
+        )
+    ax.set_xscale("log", base=2)
+    ranks = sorted({int(r) for family in task_families for r in family["method.r"]})
+    ax.set_xticks(ranks, [str(r) for r in ranks])
+    ax.set_xlabel("LoRA rank r")
+    ax.set_ylabel("validation accuracy, best epoch (%)")
+    params_ax.set_ylabel("trainable parameters (dashed)")
+    ax.set_title(f"{task}: LoRA rank sweep (mean ± std over seeds)")
+    ax.legend(fontsize="small", loc="lower right")
+    return save(fig, path)
+
+
+def plot_lr_sweep(task: str, task_families: list[pd.DataFrame], settings: list[str], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for family in task_families:
+        means, stds = best_accuracy(family)
+        ax.errorbar(
+            family["lr"], means, yerr=stds, marker="o", capsize=3, label=family_label(family, settings)
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("validation accuracy, best epoch (%)")
+    ax.set_title(f"{task}: learning-rate sweep (mean ± std over seeds)")
+    ax.legend(fontsize="small")
+    return save(fig, path)
+
+
+def read_metrics(run_dir: Path) -> pd.DataFrame | None:
+    file = run_dir / METRICS_FILE
+    if not file.is_file():
+        return None
+    try:
+        return pd.read_csv(file)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, OSError):
+        return None
+
+
+def plot_curves(task: str, task_runs: pd.DataFrame, path: Path) -> Path | None:
+    """Training loss per step and validation accuracy per epoch; one colour per configuration."""
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    colors: dict[str, str] = {}
+    drawn = False
+    for _, run in task_runs.iterrows():
+        metrics = read_metrics(Path(run["run_dir"]))
+        if metrics is None or "step" not in metrics:
+            continue
+        label = f"{run['method_label']} lr={fmt_value(run['lr'])}"
+        if run["status"] != "completed":
+            label += f" ({run['status']})"
+        color = colors.setdefault(label, f"C{len(colors) % 10}")
+        if "train/loss" in metrics:
+            loss = metrics.dropna(subset=["train/loss"])
+            loss_ax.plot(loss["step"], loss["train/loss"], color=color, alpha=0.7, lw=1)
+            drawn |= not loss.empty
+        if "val/accuracy" in metrics and "epoch" in metrics:
+            val = metrics.dropna(subset=["val/accuracy"])
+            acc_ax.plot(val["epoch"], val["val/accuracy"] * 100, color=color, marker="o", alpha=0.7)
+            drawn |= not val.empty
+    if not drawn:
+        plt.close(fig)
+        return None
+    handles = [plt.Line2D([], [], color=color, label=label) for label, color in colors.items()]
+    loss_ax.set(xlabel="step", ylabel="training loss", title=f"{task}: training loss (one line per run)")
+    acc_ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title=f"{task}: validation accuracy")
+    acc_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    acc_ax.legend(handles=handles, fontsize="small")
+    return save(fig, path)
+
+
+def save(fig: plt.Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def write_report(paths: Sequence[Path], out: Path) -> Path:
+    """Write results.csv, report.md and the plots into ``out``; return the report's path."""
+    runs = load_runs(paths)
+    out.mkdir(parents=True, exist_ok=True)
+    public = [c for c in runs if not c.startswith("_") and c != "method_label"]
+    front = ["run_dir", "config", "status", "task", "model", "seed", "lr"]
+    # convert_dtypes keeps whole numbers whole (16, not 16.0) in columns that have gaps
+    runs[front + [c for c in public if c not in front]].convert_dtypes().to_csv(
+        out / "results.csv", index=False
+    )
+
+    # failed runs may lack these fields; only the runs in the tables decide which settings need a column
+    tabled = runs[runs["status"].isin(["completed", "dry_run"])]
+    settings = varying_settings(tabled)
+    configs = aggregate(runs)
+    lines = header(runs, tabled, paths, settings)
+    lines += method_task_section(configs, settings)
+    lines += rank_sweep_section(configs, settings, out)
+    lines += lr_sweep_section(configs, settings, out)
+    lines += curves_section(runs, out)
+    lines += dry_run_section(runs, settings)
+    lines += problems_section(runs, paths)
+    report = out / "report.md"
+    report.write_text("\n".join(lines).rstrip() + "\n")
+    return report
+
+
+def header(runs: pd.DataFrame, tabled: pd.DataFrame, paths: Sequence[Path], settings: list[str]) -> list[str]:
+    counts = runs["status"].fillna("unknown").value_counts()
+    statuses = [s for s in STATUSES if s in counts] + sorted(set(counts.index) - set(STATUSES))
+    lines = [
+        "# Results",
+        "",
+        f"{len(runs)} runs from {', '.join(f'`{p}`' for p in paths)}: "
+        + ", ".join(f"{counts[status]} {status}" for status in statuses)
+        + ". Every run is a row of `results.csv`.",
+        "",
+        "Validation accuracy and F1 in %, as mean ± sample std over runs that differ only by seed, with n "
+        "the number of runs. *best*: the epoch with the best validation accuracy; *last*: the final epoch.",
+    ]
+    shared = [
+        f"{c}={fmt_value(tabled[c].iloc[0])}" for c in SETTINGS if c not in settings and not tabled.empty
+    ]
+    if shared:
+        lines += ["", f"Shared by every run in the tables: {', '.join(shared)}."]
+    for name, text in shared_method_settings(runs).items():
+        lines += ["", f"Shared by every {name} run: {text}."]
+    return lines
+
+
+def method_task_section(configs: pd.DataFrame, settings: list[str]) -> list[str]:
+    lines = ["", "## Methods × tasks", ""]
+    if configs.empty:
+        return lines + ["No completed runs."]
+    columns = {"task": "task", "method_label": "method", "lr": "lr"}
+    return lines + [markdown_table(config_table(configs, columns, settings))]
+
+
+def rank_sweep_section(configs: pd.DataFrame, settings: list[str], out: Path) -> list[str]:
+    lines = ["", "## LoRA rank sweep", ""]
+    found = []
+    if not configs.empty and "method.r" in configs:
+        found = families(configs.dropna(subset=["method.r"]), ["method.r"], "method.r")
+    if not found:
+        return lines + [
+            "No rank sweep here (needs completed LoRA runs that differ only in `method.r`); plot skipped."
+        ]
+    sweep = pd.concat(found)
+    columns = {"task": "task", "method.r": "r", "lr": "lr"}
+    lines.append(markdown_table(config_table(sweep, columns, settings)))
+    for task in sweep["task"].unique():
+        task_families = [family for family in found if family["task"].iloc[0] == task]
+        path = plot_rank_sweep(task, task_families, settings, out / f"rank_sweep_{task}.png")
+        lines += ["", f"![{task}: accuracy and trainable parameters vs r]({path.name})"]
+    return lines
+
+
+def lr_sweep_section(configs: pd.DataFrame, settings: list[str], out: Path) -> list[str]:
+    lines = ["", "## Learning-rate sweep", ""]
+    found = [] if configs.empty else families(configs, ["lr", "method.lr"], "lr")
+    if not found:
+        return lines + [
+            "No learning-rate sweep here (needs completed runs that differ only in the "
+            "learning rate); plot skipped."
+        ]
+    sweep = pd.concat(found)
+    lines.append("Validation accuracy at the best epoch, % (mean ± std over seeds).")
+    for task in sweep["task"].unique():
+        task_sweep = sweep[sweep["task"] == task]
+        row_label = task_sweep["method_label"].astype(str)
+        for column in settings:
+            row_label = row_label + f" {column}=" + task_sweep[column].map(fmt_value)
+        lrs = sorted(task_sweep["lr"].unique())
+        rows = []
+        for label, group in task_sweep.groupby(row_label, sort=False):
+            row = {"method": label}
+            for lr in lrs:
+                match = group[group["lr"] == lr]
+                row[f"lr={lr:g}"] = mean_std(match["val.best.accuracy"].iloc[0]) if len(match) else "–"
+            rows.append(row)
+        table = pd.DataFrame(rows)
+        lines += ["", f"### {task}", "", markdown_table(table)]
+        task_families = [family for family in found if family["task"].iloc[0] == task]
+        path = plot_lr_sweep(task, task_families, settings, out / f"lr_sweep_{task}.png")
+        lines += ["", f"![{task}: accuracy vs learning rate]({path.name})"]
+    return lines
+
+
+def curves_section(runs: pd.DataFrame, out: Path) -> list[str]:
+    lines = ["", "## Training curves"]
+    trained = sort_order(runs[runs["status"] != "dry_run"])
+    for task in sorted(trained["task"].dropna().unique()):
+        path = plot_curves(task, trained[trained["task"] == task], out / f"curves_{task}.png")
+        if path is None:
+            lines += ["", f"{task}: no `{METRICS_FILE}` with logged metrics; plot skipped."]
+        else:
+            lines += ["", f"![{task}: training loss and validation accuracy]({path.name})"]
+    if len(lines) == 2:
+        lines += ["", f"No trained runs with a `{METRICS_FILE}`; plots skipped."]
+    return lines
+
+
+def dry_run_section(runs: pd.DataFrame, settings: list[str]) -> list[str]:
+    """Dry runs only built the model: their parameter counts, one row per configuration."""
+    dry = runs[runs["status"] == "dry_run"]
+    if dry.empty:
+        return []
+    configs = sort_order(dry.groupby("_key", sort=False).first().assign(n=dry.groupby("_key").size()))
+    table = pd.DataFrame({"task": configs["task"], "method": configs["method_label"], "lr": configs["lr"]})
+    for column in settings:
+        table[column] = configs[column]
+    table["trainable params"] = configs["trainable_params"].map(fmt_params)
+    table["total params"] = configs["total_params"].map(fmt_params)
+    table["% of model"] = configs["trainable_percent"]
+    table["runs"] = configs["n"]
+    return ["", "## Dry runs (parameter counts only, no training)", "", markdown_table(table)]
+
+
+def problems_section(runs: pd.DataFrame, roots: Sequence[Path]) -> list[str]:
+    """Failed, unfinished and otherwise unusable runs, each by folder: none of them is in the tables."""
+    lines = ["", "## Failed and unfinished runs", ""]
+    known = {"completed", "dry_run"}
+    problems = runs[~runs["status"].isin(known)]
+    if problems.empty:
+        return lines + ["None: every run completed (or was a dry run)."]
+    for status, title in [("failed", "Failed"), ("running", "Unfinished (status running)")]:
+        selected = problems[problems["status"] == status]
+        if not selected.empty:
+            lines += [f"### {title}", "", markdown_table(problem_table(selected, roots)), ""]
+    other = problems[~problems["status"].isin(["failed", "running"])]
+    if not other.empty:
+        lines += ["### Other status", "", markdown_table(problem_table(other, roots)), ""]
+    return lines
+
+
+def problem_table(runs: pd.DataFrame, roots: Sequence[Path]) -> pd.DataFrame:
+    table = pd.DataFrame(
+        {
+            "run": runs["run_dir"].map(lambda d: relative(Path(d), roots)),
+            "status": runs["status"].map(fmt_value),
+            "task": runs["task"].map(fmt_value),
+            "method": runs["method_label"],
+            "seed": runs["seed"].map(fmt_value),
+            "epochs done": runs["val_epochs"].map(fmt_value),
+        }
+    )
+    if runs["error"].notna().any():
+        table["error"] = runs["error"].map(fmt_value)
+    return table
+
+
+def relative(path: Path, roots: Sequence[Path]) -> str:
+    """The run folder relative to the given folder that holds it (short, and unique within that folder)."""
+    for root in roots:
+        root = Path(root).resolve()
+        if path.resolve().is_relative_to(root) and path.resolve() != root:
+            return str(Path(root.name) / path.resolve().relative_to(root))
+    return str(path)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m peft_glue.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("paths", nargs="+", type=Path, help="run or multirun folders (searched recursively)")
+    parser.add_argument("--out", type=Path, help="output folder (default: <first PATH>/report)")
+    args = parser.parse_args(argv)
+    out = args.out or args.paths[0] / "report"
+    try:
+        report = write_report(args.paths, out)
+    except UserError as error:
+        exit_with(str(error))
+    print(f"wrote {report}, {out / 'results.csv'} and plots in {out}")
+
+
+if __name__ == "__main__":
+    main()
