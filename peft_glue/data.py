@@ -190,6 +190,7 @@ class LengthGroupedSampler(Sampler[int]):
         self.seed = seed
         self.bucket_size = batch_size * bucket_batches
         self.epoch = 0
+        self.resume_at: tuple[int, int] | None = None  # (epoch, batches already done) after a resume
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -211,7 +212,11 @@ class LengthGroupedSampler(Sampler[int]):
         return batches + short
 
     def __iter__(self) -> Iterator[int]:
-        for batch in self.batches():
+        batches = self.batches()
+        if self.resume_at is not None and self.resume_at[0] == self.epoch:
+            batches = batches[self.resume_at[1] :]  # a resumed epoch continues where it was interrupted
+        self.resume_at = None
+        for batch in batches:
             yield from batch
 
     def __len__(self) -> int:
@@ -249,6 +254,7 @@ class GlueDataModule(pl.LightningDataModule):
         pin_memory: bool | None = None,
         pad_to_multiple_of: int | None = None,
         train_subset: int | None = None,
+        predict_file: str | os.PathLike | None = None,
         seed: int = 0,
     ):
         super().__init__()
@@ -266,14 +272,19 @@ class GlueDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.train_subset = train_subset
+        self.predict_file = predict_file  # a TSV to predict instead of the test split
         self.seed = seed
         self.collate = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
         self.splits: dict[str, Dataset] = {}
+        self.resume_at: tuple[int, int] | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        raw = load_glue(self.task, self.data_dir)
+        if self.predict_file is not None:
+            raw = DatasetDict({"test": read_glue_tsv(Path(self.predict_file), self.task)})
+        else:
+            raw = load_glue(self.task, self.data_dir)
         if self.train_subset and self.train_subset < len(raw["train"]):
             # the same examples for every run and seed, so that runs stay comparable
             raw["train"] = raw["train"].shuffle(seed=0).select(range(self.train_subset))
@@ -282,6 +293,17 @@ class GlueDataModule(pl.LightningDataModule):
             split: tokenize(dataset, self.task, self.tokenizer, self.max_length, tokenizer_hash)
             for split, dataset in raw.items()
         }
+
+    def state_dict(self) -> dict[str, int]:
+        """Saved in checkpoints: where training stands inside the current epoch."""
+        if self.trainer is None or not self.trainer.training:
+            return {}
+        progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
+        return {"epoch": self.trainer.current_epoch, "batches_done": progress.processed}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        if state_dict:
+            self.resume_at = (state_dict["epoch"], state_dict["batches_done"])
 
     @property
     def test_labelled(self) -> bool:
@@ -294,6 +316,8 @@ class GlueDataModule(pl.LightningDataModule):
         return DataLoader(
             dataset.select_columns(columns),
             collate_fn=self.collate,
+            # a generator of its own: creating an iterator must not draw from the global RNG (exact resume)
+            generator=torch.Generator().manual_seed(self.seed),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
@@ -303,9 +327,9 @@ class GlueDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         lengths = self.splits["train"]["length"]
         if not self.group_by_length:
-            generator = torch.Generator().manual_seed(self.seed)
-            return self._loader("train", batch_size=self.batch_size, shuffle=True, generator=generator)
+            return self._loader("train", batch_size=self.batch_size, shuffle=True)
         sampler = LengthGroupedSampler(lengths, self.batch_size, seed=self.seed)
+        sampler.resume_at, self.resume_at = self.resume_at, None
         return self._loader("train", batch_size=self.batch_size, sampler=sampler)
 
     def _eval_loader(self, split: str) -> DataLoader:

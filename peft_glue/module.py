@@ -12,6 +12,7 @@ from torchmetrics.classification import BinaryAccuracy, BinaryF1Score
 from transformers import get_linear_schedule_with_warmup
 
 from peft_glue.data import MODEL_INPUTS
+from peft_glue.errors import UserError
 from peft_glue.tasks import GlueTask
 
 METRICS = {"accuracy": BinaryAccuracy, "f1": BinaryF1Score}
@@ -38,6 +39,25 @@ class GlueClassifier(pl.LightningModule):
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
         self.val_history: list[dict[str, float]] = []  # one entry per finished validation epoch
+        self.strict_loading = False  # checkpoints of PEFT methods hold only the trainable tensors
+
+    def trainable_state_keys(self) -> set[str]:
+        return {name for name, param in self.named_parameters() if param.requires_grad}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Keep only what training changes: a LoRA checkpoint of bert-base is ~2 MB, not 1.3 GB."""
+        keep = self.trainable_state_keys()
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+        checkpoint["val_history"] = self.val_history
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        missing = self.trainable_state_keys() - checkpoint["state_dict"].keys()
+        if missing:
+            raise UserError(
+                f"the checkpoint lacks {len(missing)} trained tensors (e.g. {min(missing)}); "
+                "was it written by a run with another method or model?"
+            )
+        self.val_history = checkpoint.get("val_history", [])
 
     def forward(self, batch: dict) -> torch.Tensor:
         return self.model(**{key: batch[key] for key in MODEL_INPUTS if key in batch}).logits
@@ -48,6 +68,12 @@ class GlueClassifier(pl.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = nn.functional.cross_entropy(self(batch), batch["labels"])
+        if not torch.isfinite(loss):
+            raise UserError(
+                f"the training loss became {loss.item()} at step {self.global_step} "
+                f"(epoch {self.current_epoch}); lower optimizer.lr (now {self.lr:g}) "
+                "or set trainer.gradient_clip_val=1.0"
+            )
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["labels"]))
         return loss
 

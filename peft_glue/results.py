@@ -5,13 +5,18 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from transformers import PreTrainedTokenizerBase
+
+from peft_glue.methods import Method
 
 RESULTS_FILE = "results.json"
 
@@ -20,6 +25,7 @@ def write_atomic(path: Path, text: str) -> None:
     """Write to a temporary file, then rename: a kill never leaves a half-written file behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o644)  # mkstemp makes it private; results are for everyone who can read the run folder
     try:
         with os.fdopen(fd, "w") as file:
             file.write(text)
@@ -27,6 +33,49 @@ def write_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_folder_atomic(folder: Path, write: Callable[[Path], None]) -> Path:
+    """Let ``write`` fill a temporary sibling folder, then swap it in: never a half-written export."""
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    tmp.chmod(0o755)
+    try:
+        write(tmp)
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(folder, old)
+            os.replace(tmp, folder)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def export_trained(
+    method: Method, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, run_dir: Path, merge: bool
+) -> dict[str, str]:
+    """The trained weights in the method's own format (and, with merge, as a plain transformers model)."""
+
+    def save_merged(folder: Path) -> None:
+        method.merged(model).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
+    exports = {
+        "weights": str(write_folder_atomic(run_dir / method.export_dir, lambda f: method.save(model, f)))
+    }
+    if merge:
+        exports["merged"] = str(write_folder_atomic(run_dir / "merged", save_merged))
+    return exports
+
+
+def read_results(run_dir: Path) -> dict:
+    """A run folder's results.json, or {} when it has none."""
+    path = Path(run_dir) / RESULTS_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 class RunRecord(dict):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
-from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
@@ -19,13 +18,21 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
 
-from peft_glue.config import build, check_command_line, register_resolvers
+from peft_glue.config import build, check_command_line, expand_resume, register_resolvers
 from peft_glue.data import GlueDataModule
 from peft_glue.errors import UserError, exit_with
 from peft_glue.methods import Method
 from peft_glue.models import load_model, load_tokenizer, parameter_summary
 from peft_glue.module import GlueClassifier
-from peft_glue.results import RunRecord, TrainThroughput, peak_memory_mb, write_submission
+from peft_glue.results import (
+    RunRecord,
+    TrainThroughput,
+    export_trained,
+    peak_memory_mb,
+    read_results,
+    write_submission,
+)
+from peft_glue.resume import RestoreRandomState, checkpoint_to_resume
 from peft_glue.tasks import GlueTask
 
 log = logging.getLogger("peft_glue")
@@ -37,7 +44,7 @@ KNOWN_NOISE = [  # warnings of our dependencies that say nothing to a user of pe
 ]
 
 
-def train(cfg: DictConfig, record: RunRecord) -> None:
+def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
     record.update(
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
         batch_size=cfg.data.batch_size,
@@ -58,7 +65,7 @@ def train(cfg: DictConfig, record: RunRecord) -> None:
     log.info("%s on %s: %s", method.name, task.name, summary)
     record.save(**summary)
     if cfg.dry_run:
-        return record.save(status="dry_run")
+        return record.save(status="dry_run")  # None: nothing trained
 
     tokenizer = load_tokenizer(model_cfg["name_or_path"], model_cfg["trust_remote_code"])
     datamodule = GlueDataModule(task, tokenizer, seed=cfg.seed, **cfg.data)
@@ -67,26 +74,31 @@ def train(cfg: DictConfig, record: RunRecord) -> None:
     trainer = pl.Trainer(
         **cfg.trainer,
         logger=[instantiate(logger) for logger in cfg.logger.values()] if cfg.logger else False,
-        callbacks=[LearningRateMonitor(logging_interval="step"), throughput],
+        callbacks=[LearningRateMonitor(logging_interval="step"), throughput, RestoreRandomState()]
+        + ([instantiate(cfg.checkpoint)] if cfg.trainer.enable_checkpointing else []),
     )
-    trainer.fit(module, datamodule=datamodule)
+    run_dir = record.path.parent
+    checkpoint = checkpoint_to_resume(cfg.resume, run_dir)
+    record.save(resumed_from=str(checkpoint) if checkpoint else None)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
     history = module.val_history
     record.save(
         val={"best": max(history, key=lambda m: m[task.monitor]), "last": history[-1]} if history else None,
         val_history=history,
         train_seconds=round(throughput.seconds, 2),
         train_samples_per_second=throughput.samples_per_second,
-        peak_memory_mb=peak_memory_mb(),
+        exports=export_trained(method, model, tokenizer, run_dir, merge=cfg.merge),
     )
 
     if datamodule.test_labelled:
         test = trainer.test(module, datamodule=datamodule, verbose=False)[0]
         record.save(test={key.removeprefix("test/"): value for key, value in test.items()})
     else:
-        submission = Path(record.path.parent) / task.submission_file
+        submission = run_dir / task.submission_file
         write_submission(submission, trainer.predict(module, datamodule=datamodule))
         record.save(test=None, predictions=str(submission))
     record.save(status="completed", peak_memory_mb=peak_memory_mb())
+    return module
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
@@ -104,6 +116,10 @@ def run(cfg: DictConfig) -> dict:
         overrides=list(hydra_cfg.overrides.task),
     )
     in_multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    previous = read_results(record.path.parent)
+    if cfg.resume and previous.get("status") == "completed":
+        log.info("%s already completed; nothing to resume", record.path.parent)
+        return previous
     try:
         train(cfg, record)
     except UserError as error:
@@ -123,6 +139,7 @@ def main() -> None:
     for message in KNOWN_NOISE:
         warnings.filterwarnings("ignore", message=message)
     register_resolvers()
+    sys.argv[1:] = expand_resume(sys.argv[1:])
     check_command_line(sys.argv[1:])
     run()
 

@@ -1,0 +1,76 @@
+"""GLUE submission files from a finished run.
+
+    python -m peft_glue.predict run=outputs/runs/<run>                 # the task's test split
+    python -m peft_glue.predict run=outputs/runs/<run> input=some.tsv  # any TSV in the task's GLUE layout
+
+Rebuilds the run's model from its saved config (the frozen base from the model source, then the trained
+weights from the run folder) and writes `<task file>` (MRPC.tsv, SST-2.tsv: index<TAB>prediction).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pytorch_lightning as pl
+from omegaconf import OmegaConf
+
+from peft_glue.config import build, register_resolvers
+from peft_glue.data import GlueDataModule
+from peft_glue.errors import UserError, exit_with
+from peft_glue.methods import Method
+from peft_glue.models import load_model, load_tokenizer
+from peft_glue.module import GlueClassifier
+from peft_glue.results import write_submission
+from peft_glue.tasks import GlueTask
+
+
+def predict(run_dir: Path, input_tsv: Path | None = None, out_dir: Path | None = None) -> Path:
+    config_file = run_dir / ".hydra" / "config.yaml"
+    if not config_file.is_file():
+        raise UserError(f"run={run_dir} has no .hydra/config.yaml; give the folder of a peft_glue run")
+    cfg = OmegaConf.load(config_file)
+    task: GlueTask = build(cfg.task)
+    method: Method = build(cfg.method, _convert_="all")
+    weights = run_dir / method.export_dir
+    if not weights.is_dir():
+        raise UserError(f"run={run_dir} has no {method.export_dir}/ (trained weights): did the run finish?")
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    model = method.load(load_model(num_labels=task.num_labels, **model_cfg), weights).eval()
+    tokenizer = load_tokenizer(model_cfg["name_or_path"], model_cfg["trust_remote_code"])
+    data_cfg = {**OmegaConf.to_container(cfg.data, resolve=True), "train_subset": None}
+    datamodule = GlueDataModule(task, tokenizer, predict_file=input_tsv, **data_cfg)
+    trainer = pl.Trainer(
+        accelerator="auto", devices=1, logger=False, enable_checkpointing=False, enable_model_summary=False
+    )
+    predictions = trainer.predict(GlueClassifier(model, task, lr=1.0), datamodule=datamodule)
+    return write_submission((out_dir or run_dir) / task.submission_file, predictions)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m peft_glue.predict",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("settings", nargs="+", help="run=PATH, and optionally input=TSV and out=DIR")
+    settings = dict(s.split("=", 1) if "=" in s else ("run", s) for s in parser.parse_args(argv).settings)
+    unknown = settings.keys() - {"run", "input", "out"}
+    if unknown or "run" not in settings:
+        usage = "python -m peft_glue.predict run=PATH [input=TSV] [out=DIR]"
+        exit_with(f"unknown setting(s) {sorted(unknown)}; usage: {usage}")
+    register_resolvers()
+    try:
+        path = predict(
+            Path(settings["run"]),
+            Path(settings["input"]) if "input" in settings else None,
+            Path(settings["out"]) if "out" in settings else None,
+        )
+    except UserError as error:
+        exit_with(str(error))
+    print(path)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
