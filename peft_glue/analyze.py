@@ -10,7 +10,6 @@ For two A matrices (r x d) and their right-singular vectors V1, V2 (d x r, stron
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import re
@@ -27,7 +26,8 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
-from peft_glue.errors import UserError, exit_with  # noqa: E402
+from peft_glue.errors import UserError  # noqa: E402
+from peft_glue.report import run_folders_cli  # noqa: E402
 
 ADAPTER_DIR = "adapter"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -384,16 +384,8 @@ def _count(runs: list[LoraRun]) -> dict[tuple[str, str, int], int]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m peft_glue.analyze", description=__doc__.split("\n\n")[0])
-    parser.add_argument("paths", nargs="+", type=Path, help="run or multirun folders (searched recursively)")
-    parser.add_argument("--out", type=Path, help="output folder (default: <first PATH>/analysis)")
-    args = parser.parse_args(argv)
-    out = args.out or args.paths[0] / "analysis"
-    try:
-        analysis = write_analysis(args.paths, out)
-    except UserError as error:
-        exit_with(str(error))
-    print(f"wrote {analysis} and heatmaps in {out}")
+    analysis = run_folders_cli(argv, "python -m peft_glue.analyze", __doc__, "analysis", write_analysis)
+    print(f"wrote {analysis} and heatmaps in {analysis.parent}")
 
 
 if __name__ == "__main__":

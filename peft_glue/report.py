@@ -12,7 +12,7 @@ import argparse
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -559,17 +559,23 @@ def relative(path: Path, roots: Sequence[Path]) -> str:
     return str(path)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m peft_glue.report", description=__doc__.split("\n\n")[0])
+def run_folders_cli(
+    argv: Sequence[str] | None, prog: str, doc: str, out_name: str, write: Callable[[list[Path], Path], Path]
+) -> Path:
+    """The command line shared by report and analyze: PATH... [--out DIR], one-line errors."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
     parser.add_argument("paths", nargs="+", type=Path, help="run or multirun folders (searched recursively)")
-    parser.add_argument("--out", type=Path, help="output folder (default: <first PATH>/report)")
+    parser.add_argument("--out", type=Path, help=f"output folder (default: <first PATH>/{out_name})")
     args = parser.parse_args(argv)
-    out = args.out or args.paths[0] / "report"
     try:
-        report = write_report(args.paths, out)
+        return write(args.paths, args.out or args.paths[0] / out_name)
     except UserError as error:
         exit_with(str(error))
-    print(f"wrote {report}, {out / 'results.csv'} and plots in {out}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    report = run_folders_cli(argv, "python -m peft_glue.report", __doc__, "report", write_report)
+    print(f"wrote {report}, results.csv and plots in {report.parent}")
 
 
 if __name__ == "__main__":
