@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from hydra import compose, initialize_config_dir
 from hydra._internal.utils import get_args_parser
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import InstantiationException, MissingConfigException
 from hydra.experimental.callback import Callback
@@ -70,8 +71,20 @@ def first_of_each_sweep(overrides: list[str]) -> list[str]:
         if override.is_hydra_override():
             continue
         group = override.get_key_element().lstrip("+~")
-        if override.is_sweep_override() and (CONFIG_DIR / group).is_dir():
-            unknown = [v for v in override.sweep_string_iterator() if v not in group_options(group)]
+        if (CONFIG_DIR / group).is_dir() and not override.is_delete():
+            # checked here: Hydra silently skips an unknown option of an `optional` group (experiment, ...)
+            if override.is_sweep_override():
+                wanted = list(override.sweep_string_iterator())
+            else:
+                value = override.value()
+                wanted = (
+                    [str(v) for v in value]
+                    if isinstance(value, list)
+                    else []
+                    if value is None
+                    else [str(value)]
+                )
+            unknown = [v for v in wanted if v not in group_options(group)]
             if unknown:
                 exit_with(unknown_option(group, unknown[0]))
         value = (
@@ -123,11 +136,39 @@ def check_command_line(argv: list[str]) -> None:
     try:
         overrides = first_of_each_sweep(args.overrides)
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+            check_hydra_plugins(args.overrides)
             compose(args.config_name or "config", overrides=overrides)
     except MissingConfigException as error:
         exit_with(explain_missing_option(error))
     except Exception as error:  # hydra/omegaconf composition and override-grammar errors
         exit_with(explain_override_error(error))
+
+
+PLUGIN_EXTRAS = {"joblib": "sweep", "optuna": "sweep", "submitit_slurm": "slurm", "submitit_local": "slurm"}
+PLUGIN_GROUPS = ("hydra/launcher", "hydra/sweeper")
+
+
+def missing_plugin(group: str, wanted: str) -> str:
+    extra = PLUGIN_EXTRAS.get(wanted)
+    if extra:
+        return (
+            f"{group}={wanted} needs a Hydra plugin that is not installed: pip install 'peft_glue[{extra}]'"
+        )
+    options = GlobalHydra.instance().config_loader().get_group_options(group)
+    return f"unknown {group} '{wanted}'; choose one of: {', '.join(options)}"
+
+
+def check_hydra_plugins(overrides: list[str]) -> None:
+    """``hydra/launcher=...`` and ``hydra/sweeper=...`` name installed plugins (the optional extras)."""
+    options = {
+        group: GlobalHydra.instance().config_loader().get_group_options(group) for group in PLUGIN_GROUPS
+    }
+    for override in OverridesParser.create().parse_overrides(overrides):
+        group = override.get_key_element()
+        if group in options and not override.is_sweep_override():
+            wanted = override.get_value_element_as_str()
+            if wanted not in options[group]:
+                exit_with(missing_plugin(group, wanted))
 
 
 def unknown_option(group: str, wanted: str) -> str:
@@ -136,7 +177,11 @@ def unknown_option(group: str, wanted: str) -> str:
 
 
 def explain_missing_option(error: MissingConfigException) -> str:
-    group, _, wanted = str(error.missing_cfg_file or "").partition("/")
+    missing = str(error.missing_cfg_file or "")
+    plugin_group, _, plugin = missing.rpartition("/")
+    if plugin_group in PLUGIN_GROUPS:  # e.g. hparams_search=lora_optuna without the optuna sweeper
+        return missing_plugin(plugin_group, plugin)
+    group, _, wanted = missing.partition("/")
     if group and group_options(group):
         return unknown_option(group, wanted)
     return str(error).strip().splitlines()[0]

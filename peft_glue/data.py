@@ -21,7 +21,7 @@ from datasets import Dataset, DatasetDict, Features, Value, load_dataset
 from datasets.exceptions import DatasetGenerationError
 from datasets.fingerprint import Hasher
 from pandas.errors import ParserWarning
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from peft_glue.errors import UserError
@@ -174,6 +174,29 @@ def tokenize(
 
 
 # --------------------------------------------------------------------------------------------- batching
+def deal_batches(batches: list[list[int]], num_replicas: int, rank: int) -> list[list[int]]:
+    """This rank's share of ``batches`` (``batches[rank::num_replicas]``) under DDP.
+
+    Every rank gets the same number of batches, because DDP steps all ranks in lockstep, and every example
+    goes to exactly one rank, so an epoch (or an evaluation) covers the data once. When the count does not
+    divide, the largest batches are halved (halves of a length-sorted batch stay length-homogeneous) rather
+    than padded with repeated examples. The same ``batches`` on every rank give the same split.
+    """
+    if num_replicas == 1:
+        return batches
+    batches = list(batches)
+    for _ in range(-len(batches) % num_replicas):
+        biggest = max(range(len(batches)), key=lambda b: (len(batches[b]), b))  # the last of the largest
+        if len(batches[biggest]) < 2:
+            raise UserError(
+                f"{sum(map(len, batches))} examples cannot be shared among {num_replicas} processes; "
+                "use fewer trainer.devices"
+            )
+        half = (len(batches[biggest]) + 1) // 2
+        batches[biggest : biggest + 1] = [batches[biggest][:half], batches[biggest][half:]]
+    return batches[rank::num_replicas]
+
+
 class LengthGroupedSampler(Sampler[int]):
     """Indices ordered so that every run of ``batch_size`` holds examples of similar length.
 
@@ -182,20 +205,37 @@ class LengthGroupedSampler(Sampler[int]):
     depends only on ``seed`` and the epoch (``set_epoch``, called by Lightning). The batch holding the
     longest example comes first, so an out-of-memory shows at step one, and the one short batch comes last,
     so a ``BatchSampler`` of the same ``batch_size`` cuts exactly these batches.
+
+    Under DDP (``num_replicas`` > 1) every rank draws the same global batches and takes whole batches of
+    them (``deal_batches``): each example once per epoch across ranks, the same number of steps on every
+    rank, and the ``num_replicas`` longest batches first, one per rank. Use it through ``GroupedBatches``
+    then: a halved batch is smaller than ``batch_size``.
     """
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, bucket_batches: int = 50):
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        seed: int = 0,
+        bucket_batches: int = 50,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ):
         self.lengths = list(lengths)
         self.batch_size = batch_size
         self.seed = seed
         self.bucket_size = batch_size * bucket_batches
+        self.num_replicas = num_replicas
+        self.rank = rank
         self.epoch = 0
         self.resume_at: tuple[int, int] | None = None  # (epoch, batches already done) after a resume
+        self.resume_world_size = num_replicas  # how many ranks shared the batches done
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def batches(self) -> list[list[int]]:
+        """The epoch's batches of all ranks, in step order."""
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         order = torch.randperm(len(self.lengths), generator=generator).tolist()
         batches: list[list[int]] = []
@@ -206,30 +246,62 @@ class LengthGroupedSampler(Sampler[int]):
             batches += [bucket[i : i + self.batch_size] for i in range(0, len(bucket), self.batch_size)]
         short = [batches.pop()] if batches and len(batches[-1]) < self.batch_size else []
         batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
-        if batches:
-            longest = max(range(len(batches)), key=lambda b: self.lengths[batches[b][0]])
-            batches.insert(0, batches.pop(longest))
-        return batches + short
+        by_length = sorted(range(len(batches)), key=lambda b: -self.lengths[batches[b][0]])
+        longest = set(by_length[: self.num_replicas])
+        front = [batches[b] for b in by_length[: self.num_replicas]]
+        return front + [batch for b, batch in enumerate(batches) if b not in longest] + short
 
-    def __iter__(self) -> Iterator[int]:
-        batches = self.batches()
+    def rank_batches(self) -> list[list[int]]:
+        """This rank's batches of the epoch, from its start."""
+        return deal_batches(self.batches(), self.num_replicas, self.rank)
+
+    def iter_batches(self) -> Iterator[list[int]]:
+        """A generator: the epoch is read at the first batch, after Lightning's ``set_epoch``."""
+        batches = self.rank_batches()
         if self.resume_at is not None and self.resume_at[0] == self.epoch:
+            if self.resume_world_size != self.num_replicas:
+                raise UserError(
+                    f"the checkpoint stopped mid-epoch in a run of {self.resume_world_size} process(es); "
+                    f"resume with as many (trainer.devices x trainer.num_nodes; now {self.num_replicas})"
+                )
             batches = batches[self.resume_at[1] :]  # a resumed epoch continues where it was interrupted
         self.resume_at = None
-        for batch in batches:
+        yield from batches
+
+    def __iter__(self) -> Iterator[int]:
+        for batch in self.iter_batches():
             yield from batch
 
     def __len__(self) -> int:
-        return len(self.lengths)
+        return sum(map(len, self.rank_batches())) if self.num_replicas > 1 else len(self.lengths)
+
+
+class GroupedBatches(Sampler[list[int]]):
+    """A ``LengthGroupedSampler``'s batches as a DataLoader ``batch_sampler``, exactly as it cuts them.
+    Lightning finds it through ``.sampler`` to call ``set_epoch``."""
+
+    def __init__(self, sampler: LengthGroupedSampler):
+        self.sampler = sampler
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from self.sampler.iter_batches()
+
+    def __len__(self) -> int:
+        return len(self.sampler.rank_batches())
 
 
 class SortedBatchSampler(Sampler[list[int]]):
     """Evaluation batches of similar length (longest first): little padding, and metrics do not care about
-    order; predictions carry their ``idx`` and are put back in the original order when written."""
+    order; predictions carry their ``idx`` and are put back in the original order when written.
 
-    def __init__(self, lengths: Sequence[int], batch_size: int):
+    Under DDP each rank evaluates its share (``deal_batches``): no example twice, so the metrics that
+    torchmetrics gathers from all ranks are those of one process over the whole split.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, num_replicas: int = 1, rank: int = 0):
         order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-        self.batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        self.batches = deal_batches(batches, num_replicas, rank)
 
     def __iter__(self) -> Iterator[list[int]]:
         return iter(self.batches)
@@ -277,6 +349,7 @@ class GlueDataModule(pl.LightningDataModule):
         self.collate = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
         self.splits: dict[str, Dataset] = {}
         self.resume_at: tuple[int, int] | None = None
+        self.resume_world_size = 1
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
@@ -295,15 +368,20 @@ class GlueDataModule(pl.LightningDataModule):
         }
 
     def state_dict(self) -> dict[str, int]:
-        """Saved in checkpoints: where training stands inside the current epoch."""
+        """Saved in checkpoints: where training stands inside the current epoch (batches done per rank)."""
         if self.trainer is None or not self.trainer.training:
             return {}
         progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
-        return {"epoch": self.trainer.current_epoch, "batches_done": progress.processed}
+        return {
+            "epoch": self.trainer.current_epoch,
+            "batches_done": progress.processed,
+            "world_size": self.trainer.world_size,
+        }
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
         if state_dict:
             self.resume_at = (state_dict["epoch"], state_dict["batches_done"])
+            self.resume_world_size = state_dict.get("world_size", 1)
 
     @property
     def test_labelled(self) -> bool:
@@ -324,17 +402,34 @@ class GlueDataModule(pl.LightningDataModule):
             **batching,
         )
 
+    def replicas(self) -> tuple[int, int]:
+        """(world size, global rank): under DDP each rank loads its own share; Lightning's
+        ``use_distributed_sampler`` must stay off, or it would shard the shares again."""
+        if self.trainer is None:
+            return 1, 0
+        return self.trainer.world_size, self.trainer.global_rank
+
     def train_dataloader(self) -> DataLoader:
         lengths = self.splits["train"]["length"]
+        num_replicas, rank = self.replicas()
         if not self.group_by_length:
-            return self._loader("train", batch_size=self.batch_size, shuffle=True)
-        sampler = LengthGroupedSampler(lengths, self.batch_size, seed=self.seed)
+            if num_replicas == 1:
+                return self._loader("train", batch_size=self.batch_size, shuffle=True)
+            sampler = DistributedSampler(
+                self.splits["train"], num_replicas, rank, shuffle=True, seed=self.seed
+            )
+            return self._loader("train", batch_size=self.batch_size, sampler=sampler)
+        sampler = LengthGroupedSampler(
+            lengths, self.batch_size, seed=self.seed, num_replicas=num_replicas, rank=rank
+        )
         sampler.resume_at, self.resume_at = self.resume_at, None
-        return self._loader("train", batch_size=self.batch_size, sampler=sampler)
+        sampler.resume_world_size = self.resume_world_size
+        return self._loader("train", batch_sampler=GroupedBatches(sampler))
 
     def _eval_loader(self, split: str) -> DataLoader:
+        lengths = self.splits[split]["length"]
         return self._loader(
-            split, batch_sampler=SortedBatchSampler(self.splits[split]["length"], self.eval_batch_size)
+            split, batch_sampler=SortedBatchSampler(lengths, self.eval_batch_size, *self.replicas())
         )
 
     def val_dataloader(self) -> DataLoader:

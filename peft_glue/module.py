@@ -7,7 +7,7 @@ import math
 import pytorch_lightning as pl
 import torch
 from torch import nn
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryF1Score
 from transformers import get_linear_schedule_with_warmup
 
@@ -38,6 +38,8 @@ class GlueClassifier(pl.LightningModule):
         metrics = MetricCollection({name: METRICS[name]() for name in task.metrics})
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+        # torchmetrics sums these over all DDP ranks when they are computed: exact metrics of the whole split
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_history: list[dict[str, float]] = []  # one entry per finished validation epoch
         self.strict_loading = False  # checkpoints of PEFT methods hold only the trainable tensors
 
@@ -77,28 +79,34 @@ class GlueClassifier(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["labels"]))
         return loss
 
-    def _evaluate(self, batch: dict, metrics: MetricCollection, stage: str) -> None:
+    def _evaluate(self, batch: dict, metrics: MetricCollection, loss_mean: MeanMetric, stage: str) -> None:
         logits = self(batch)
         loss = nn.functional.cross_entropy(logits, batch["labels"])
         metrics.update(logits.argmax(-1), batch["labels"])
-        self.log(f"{stage}/loss", loss, batch_size=len(batch["labels"]))
+        loss_mean.update(loss, weight=len(batch["labels"]))
+        self.log(f"{stage}/loss", loss_mean)  # a Metric: Lightning computes (and syncs) it at epoch end
+
+    def _log_computed(self, values: dict[str, torch.Tensor], **kwargs) -> None:
+        """Log metrics that torchmetrics already synchronised: every rank holds the same values, and the
+        max over ranks keeps them exact (it also stops Lightning asking for sync_dist under DDP)."""
+        self.log_dict(values, sync_dist=True, reduce_fx="max", **kwargs)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, self.val_metrics, "val")
+        self._evaluate(batch, self.val_metrics, self.val_loss, "val")
 
     def on_validation_epoch_end(self) -> None:
         values = self.val_metrics.compute()
-        self.log_dict(values, prog_bar=True)
+        self._log_computed(values, prog_bar=True)
         self.val_metrics.reset()
         if not self.trainer.sanity_checking:
             epoch_metrics = {key.removeprefix("val/"): float(value) for key, value in values.items()}
             self.val_history.append({"epoch": self.current_epoch, "step": self.global_step, **epoch_metrics})
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, self.test_metrics, "test")
+        self._evaluate(batch, self.test_metrics, self.test_loss, "test")
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self.test_metrics.compute())
+        self._log_computed(self.test_metrics.compute())
         self.test_metrics.reset()
 
     def predict_step(self, batch: dict, batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -78,16 +78,42 @@ def read_results(run_dir: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def launched_as_rank_zero() -> bool:
+    """Whether this process is (or will be) DDP's global rank 0, known before the Trainer exists: the
+    processes that Lightning's ``ddp``, torchrun or SLURM start for the other ranks and nodes say otherwise
+    in their environment."""
+    return all(
+        os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
+    )
+
+
 class RunRecord(dict):
-    """The content of results.json; ``save`` rewrites it, so a crash still leaves the latest state."""
+    """The content of results.json; ``save`` rewrites it, so a crash still leaves the latest state.
+
+    Under DDP only global rank 0 writes (``writes``); the other ranks keep their record in memory.
+    """
 
     def __init__(self, run_dir: Path, **fields: Any):
         super().__init__(status="running", **fields)
         self.path = Path(run_dir) / RESULTS_FILE
+        self.writes = launched_as_rank_zero()
 
     def save(self, **updates: Any) -> None:
         self.update(updates)
-        write_atomic(self.path, json.dumps(self, indent=2, default=str) + "\n")
+        if self.writes:
+            write_atomic(self.path, json.dumps(self, indent=2, default=str) + "\n")
+
+
+def gather_predictions(
+    predictions: list[tuple[torch.Tensor, torch.Tensor]],
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Under DDP each rank predicted its own share of the test batches: collect all shares on every rank."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return predictions
+    local = [(idx.cpu(), pred.cpu()) for idx, pred in predictions]
+    shares: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(shares, local)
+    return [batch for share in shares for batch in share]
 
 
 def write_submission(path: Path, predictions: list[tuple[torch.Tensor, torch.Tensor]]) -> Path:
@@ -132,6 +158,10 @@ class TrainThroughput(pl.Callback):
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         self.seconds = time.perf_counter() - self._fit_start - self._val_seconds
+        # under DDP: the samples of all ranks (a sum over ranks; a no-op in a single process)
+        self.samples = int(
+            trainer.strategy.reduce(torch.tensor(self.samples, device=module.device), reduce_op="sum")
+        )
 
     @property
     def samples_per_second(self) -> float:

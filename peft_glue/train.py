@@ -2,16 +2,22 @@
 
 python -m peft_glue.train method=bitfit task=sst2
 python -m peft_glue.train -m method=lora method.r=1,4,16
+python -m peft_glue.train trainer=ddp                                 # Lightning DDP on all GPUs
+python -m peft_glue.train -m hydra/launcher=joblib hydra.launcher.n_jobs=2 method.r=1,4
+python -m peft_glue.train -m hparams_search=lora_optuna               # Optuna: lr and r on validation
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import os
 import sys
 import warnings
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
@@ -20,6 +26,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor
 
 from peft_glue.config import build, check_command_line, expand_resume, register_resolvers
 from peft_glue.data import GlueDataModule
+from peft_glue.distributed import job_scope, launch_ranks_as_this_job, threads_per_job
 from peft_glue.errors import UserError, exit_with
 from peft_glue.methods import Method
 from peft_glue.models import load_model, load_tokenizer, parameter_summary
@@ -28,6 +35,7 @@ from peft_glue.results import (
     RunRecord,
     TrainThroughput,
     export_trained,
+    gather_predictions,
     peak_memory_mb,
     read_results,
     write_submission,
@@ -71,12 +79,21 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
     datamodule = GlueDataModule(task, tokenizer, seed=cfg.seed, **cfg.data)
     module = GlueClassifier(model, task, **cfg.optimizer, warmup_ratio=cfg.scheduler.warmup_ratio)
     throughput = TrainThroughput()
+    if any(word in str(cfg.trainer.strategy) for word in ("spawn", "fork", "notebook")):
+        raise UserError(
+            f"trainer.strategy={cfg.trainer.strategy} trains in child processes that hand back only the "
+            "weights, and peft_glue reads its results from the training process: use trainer=ddp"
+        )
+    launch_ranks_as_this_job()  # with trainer=ddp: the other ranks run this job, in its folder
     trainer = pl.Trainer(
         **cfg.trainer,
         logger=[instantiate(logger) for logger in cfg.logger.values()] if cfg.logger else False,
         callbacks=[LearningRateMonitor(logging_interval="step"), throughput, RestoreRandomState()]
         + ([instantiate(cfg.checkpoint)] if cfg.trainer.enable_checkpointing else []),
     )
+    if trainer.world_size > 1 and cfg.trainer.use_distributed_sampler:
+        raise UserError("set trainer.use_distributed_sampler=false: peft_glue's samplers shard by rank")
+    record.writes = trainer.is_global_zero  # results, exports and submission files: written once, by rank 0
     run_dir = record.path.parent
     checkpoint = checkpoint_to_resume(cfg.resume, run_dir)
     record.save(resumed_from=str(checkpoint) if checkpoint else None)
@@ -86,8 +103,9 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
         val={"best": max(history, key=lambda m: m[task.monitor]), "last": history[-1]} if history else None,
         val_history=history,
         train_seconds=round(throughput.seconds, 2),
+        train_samples=throughput.samples,  # all ranks together
         train_samples_per_second=throughput.samples_per_second,
-        exports=export_trained(method, model, tokenizer, run_dir, merge=cfg.merge),
+        exports=export_trained(method, model, tokenizer, run_dir, merge=cfg.merge) if record.writes else None,
     )
 
     if datamodule.test_labelled:
@@ -95,15 +113,34 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
         record.save(test={key.removeprefix("test/"): value for key, value in test.items()})
     else:
         submission = run_dir / task.submission_file
-        write_submission(submission, trainer.predict(module, datamodule=datamodule))
+        predictions = gather_predictions(trainer.predict(module, datamodule=datamodule))
+        if record.writes:
+            write_submission(submission, predictions)
         record.save(test=None, predictions=str(submission))
-    record.save(status="completed", peak_memory_mb=peak_memory_mb())
+    record.save(status="completed", peak_memory_mb=peak_memory_mb(), threads=torch.get_num_threads())
     return module
 
 
+def objective(record: dict, monitor: str) -> float:
+    """What a job returns to Hydra, for hyperparameter search (the Optuna sweeper maximises it): the best
+    validation value of the task's monitor metric; NaN when the job failed or never validated, which the
+    Optuna sweeper records as a failed trial."""
+    best = (record.get("val") or {}).get("best") or {}
+    return float(best.get(monitor, math.nan))
+
+
+def setup_process() -> None:
+    """Per process: quiet known warnings and register our resolvers, also in a launcher's worker processes
+    (joblib), which run ``run`` without ``main``."""
+    for message in KNOWN_NOISE:
+        warnings.filterwarnings("ignore", message=message)
+    register_resolvers()
+
+
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-def run(cfg: DictConfig) -> dict:
-    """One job: train, and record the outcome in results.json whatever happens."""
+def run(cfg: DictConfig) -> float:
+    """One job: train, record the outcome in results.json whatever happens, return the ``objective``."""
+    setup_process()
     hydra_cfg = HydraConfig.get()
     method_hparams = OmegaConf.to_container(cfg.method, resolve=True)
     method_hparams.pop("_target_")
@@ -116,29 +153,35 @@ def run(cfg: DictConfig) -> dict:
         overrides=list(hydra_cfg.overrides.task),
     )
     in_multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    monitor = build(cfg.task).monitor
     previous = read_results(record.path.parent)
     if cfg.resume and previous.get("status") == "completed":
         log.info("%s already completed; nothing to resume", record.path.parent)
-        return previous
-    try:
-        train(cfg, record)
-    except UserError as error:
-        record.save(status="failed", error=str(error))
-        if not in_multirun:
-            exit_with(str(error))
-        log.error("job failed: %s", error)
-    except Exception as error:
-        record.save(status="failed", error=f"{type(error).__name__}: {error}")
-        if not in_multirun:
-            raise
-        log.exception("job failed")
-    return dict(record)
+        return objective(previous, monitor)
+    with job_scope():
+        try:
+            # parallel jobs of a launcher (joblib's n_jobs) share the cores instead of oversubscribing them
+            n_jobs = hydra_cfg.launcher.get("n_jobs") if in_multirun else None
+            threads = threads_per_job(cfg.threads, n_jobs)
+            if threads is not None:
+                torch.set_num_threads(threads)
+                os.environ["OMP_NUM_THREADS"] = str(threads)  # DDP ranks started by this job: the same
+            train(cfg, record)
+        except UserError as error:
+            record.save(status="failed", error=str(error))
+            if not in_multirun:
+                exit_with(str(error))
+            log.error("job failed: %s", error)
+        except Exception as error:
+            record.save(status="failed", error=f"{type(error).__name__}: {error}")
+            if not in_multirun:
+                raise
+            log.exception("job failed")
+    return objective(record, monitor)
 
 
 def main() -> None:
-    for message in KNOWN_NOISE:
-        warnings.filterwarnings("ignore", message=message)
-    register_resolvers()
+    setup_process()
     sys.argv[1:] = expand_resume(sys.argv[1:])
     check_command_line(sys.argv[1:])
     run()
