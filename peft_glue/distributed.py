@@ -41,6 +41,16 @@ def rank_command(local_rank: int) -> tuple[Sequence[str], str]:
     return command, get_original_cwd()
 
 
+def check_strategy(strategy: str, use_distributed_sampler: bool, world_size: int) -> None:
+    if any(word in strategy for word in ("spawn", "fork", "notebook")):
+        raise UserError(
+            f"trainer.strategy={strategy} trains in child processes that hand back only the "
+            "weights, and peft_glue reads its results from the training process: use trainer=ddp"
+        )
+    if world_size > 1 and use_distributed_sampler:
+        raise UserError("set trainer.use_distributed_sampler=false: peft_glue's samplers shard by rank")
+
+
 def launch_ranks_as_this_job() -> None:
     """Make Lightning's ``ddp`` start the other ranks with ``rank_command``."""
     if not hasattr(subprocess_script, "_hydra_subprocess_cmd"):
@@ -87,3 +97,11 @@ def threads_per_job(threads: int | None, n_jobs: int | None) -> int | None:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     parallel = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)
     return max(1, cores // parallel)
+
+
+def share_cores(threads: int | None, n_jobs: int | None) -> None:
+    """Apply ``threads_per_job`` to torch, and to the DDP ranks this job starts (OMP_NUM_THREADS)."""
+    count = threads_per_job(threads, n_jobs)
+    if count is not None:
+        torch.set_num_threads(count)
+        os.environ["OMP_NUM_THREADS"] = str(count)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import sys
 import warnings
 
@@ -26,7 +25,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor
 
 from peft_glue.config import build, check_command_line, expand_resume, register_resolvers
 from peft_glue.data import GlueDataModule
-from peft_glue.distributed import job_scope, launch_ranks_as_this_job, threads_per_job
+from peft_glue.distributed import check_strategy, job_scope, launch_ranks_as_this_job, share_cores
 from peft_glue.errors import UserError, exit_with
 from peft_glue.methods import Method
 from peft_glue.models import load_model, load_tokenizer, parameter_summary
@@ -79,11 +78,6 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
     datamodule = GlueDataModule(task, tokenizer, seed=cfg.seed, **cfg.data)
     module = GlueClassifier(model, task, **cfg.optimizer, warmup_ratio=cfg.scheduler.warmup_ratio)
     throughput = TrainThroughput()
-    if any(word in str(cfg.trainer.strategy) for word in ("spawn", "fork", "notebook")):
-        raise UserError(
-            f"trainer.strategy={cfg.trainer.strategy} trains in child processes that hand back only the "
-            "weights, and peft_glue reads its results from the training process: use trainer=ddp"
-        )
     launch_ranks_as_this_job()  # with trainer=ddp: the other ranks run this job, in its folder
     trainer = pl.Trainer(
         **cfg.trainer,
@@ -91,8 +85,7 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
         callbacks=[LearningRateMonitor(logging_interval="step"), throughput, RestoreRandomState()]
         + ([instantiate(cfg.checkpoint)] if cfg.trainer.enable_checkpointing else []),
     )
-    if trainer.world_size > 1 and cfg.trainer.use_distributed_sampler:
-        raise UserError("set trainer.use_distributed_sampler=false: peft_glue's samplers shard by rank")
+    check_strategy(str(cfg.trainer.strategy), cfg.trainer.use_distributed_sampler, trainer.world_size)
     record.writes = trainer.is_global_zero  # results, exports and submission files: written once, by rank 0
     run_dir = record.path.parent
     checkpoint = checkpoint_to_resume(cfg.resume, run_dir)
@@ -161,11 +154,7 @@ def run(cfg: DictConfig) -> float:
     with job_scope():
         try:
             # parallel jobs of a launcher (joblib's n_jobs) share the cores instead of oversubscribing them
-            n_jobs = hydra_cfg.launcher.get("n_jobs") if in_multirun else None
-            threads = threads_per_job(cfg.threads, n_jobs)
-            if threads is not None:
-                torch.set_num_threads(threads)
-                os.environ["OMP_NUM_THREADS"] = str(threads)  # DDP ranks started by this job: the same
+            share_cores(cfg.threads, hydra_cfg.launcher.get("n_jobs") if in_multirun else None)
             train(cfg, record)
         except UserError as error:
             record.save(status="failed", error=str(error))

