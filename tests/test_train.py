@@ -82,12 +82,15 @@ def test_labelled_test_split_is_evaluated(tiny_bert, tiny_glue, tmp_path):
     for name in ("train", "dev"):
         (glue / "MRPC" / f"{name}.tsv").write_bytes((tiny_glue / "MRPC" / f"{name}.tsv").read_bytes())
     (glue / "MRPC" / "test.tsv").write_bytes((tiny_glue / "MRPC" / "dev.tsv").read_bytes())
-    cfg = compose_cfg(["task=mrpc", "method=bitfit", *tiny_overrides(tiny_bert, glue)], tmp_path / "run")
+    overrides = ["task=mrpc", "method=bitfit", "logger=[csv,tensorboard]", *tiny_overrides(tiny_bert, glue)]
     record = RunRecord(tmp_path / "run")
-    train(cfg, record)
+    train(compose_cfg(overrides, tmp_path / "run"), record)
     assert record["status"] == "completed"
     assert set(record["test"]) == {"accuracy", "f1", "loss"}
     assert "predictions" not in record
+    # both loggers: metrics.csv for the report, TensorBoard event files
+    assert (tmp_path / "run" / "metrics.csv").is_file()
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
 
 
 def test_dry_run_builds_but_does_not_train(tiny_bert, tmp_path):
