@@ -26,7 +26,8 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 def cpu_has_fast_bf16() -> bool:
     """bf16 matmuls beat fp32 on CPUs with AVX512-BF16 or AMX; without them oneDNN emulates bf16, and it is
-    slower (measured 25 vs 120 GFLOP/s for a 2048x2048 matmul on an AVX512 Xeon without BF16)."""
+    slower (2048x2048 matmul on an AVX512 Xeon without BF16: 47.6 bf16 vs 165.6 fp32 GFLOP/s, measured
+    by benchmarks/bench_train.py)."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -64,6 +65,15 @@ def group_options(group: str) -> list[str]:
     return sorted(path.stem for path in (CONFIG_DIR / group).glob("*.yaml"))
 
 
+def chosen_options(override: Any) -> list[str]:
+    """The options a group override selects: every value of a sweep, each element of a list."""
+    if override.is_sweep_override():
+        return list(override.sweep_string_iterator())
+    value = override.value()
+    values = value if isinstance(value, list) else [] if value is None else [value]
+    return [str(v) for v in values]
+
+
 def first_of_each_sweep(overrides: list[str]) -> list[str]:
     """The overrides of a multirun's first job (sweeps `a=1,2` become `a=1`); hydra's own keys dropped."""
     first = []
@@ -73,18 +83,7 @@ def first_of_each_sweep(overrides: list[str]) -> list[str]:
         group = override.get_key_element().lstrip("+~")
         if (CONFIG_DIR / group).is_dir() and not override.is_delete():
             # checked here: Hydra silently skips an unknown option of an `optional` group (experiment, ...)
-            if override.is_sweep_override():
-                wanted = list(override.sweep_string_iterator())
-            else:
-                value = override.value()
-                wanted = (
-                    [str(v) for v in value]
-                    if isinstance(value, list)
-                    else []
-                    if value is None
-                    else [str(value)]
-                )
-            unknown = [v for v in wanted if v not in group_options(group)]
+            unknown = [v for v in chosen_options(override) if v not in group_options(group)]
             if unknown:
                 exit_with(unknown_option(group, unknown[0]))
         value = (

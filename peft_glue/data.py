@@ -410,7 +410,6 @@ class GlueDataModule(pl.LightningDataModule):
         return self.trainer.world_size, self.trainer.global_rank
 
     def train_dataloader(self) -> DataLoader:
-        lengths = self.splits["train"]["length"]
         num_replicas, rank = self.replicas()
         if not self.group_by_length:
             if num_replicas == 1:
@@ -419,6 +418,7 @@ class GlueDataModule(pl.LightningDataModule):
                 self.splits["train"], num_replicas, rank, shuffle=True, seed=self.seed
             )
             return self._loader("train", batch_size=self.batch_size, sampler=sampler)
+        lengths = self.splits["train"]["length"]
         sampler = LengthGroupedSampler(
             lengths, self.batch_size, seed=self.seed, num_replicas=num_replicas, rank=rank
         )

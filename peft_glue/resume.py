@@ -15,19 +15,18 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from peft_glue.errors import UserError
 
-CHECKPOINT_DIR = "checkpoints"
-LAST_CHECKPOINT = "last.ckpt"
 
-
-def checkpoint_to_resume(resume: str | None, run_dir: Path) -> Path | None:
-    """``resume=auto``: this run folder's last checkpoint, if any. ``resume=<file.ckpt>``: that file."""
+def checkpoint_to_resume(resume: str | None, run_dir: Path, checkpoint_dir: Path) -> Path | None:
+    """``resume=auto``: the run's last checkpoint in ``checkpoint_dir`` (ModelCheckpoint's ``dirpath``), if
+    any. ``resume=<file.ckpt>``: that file."""
     if resume in (None, "", "none", False):
         return None
     if resume == "auto" or Path(resume).resolve() == run_dir.resolve():
-        last = run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
+        last = checkpoint_dir / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
         return last if last.is_file() else None
     path = Path(resume)
     if path.is_file():

@@ -13,6 +13,7 @@ import logging
 import math
 import sys
 import warnings
+from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
@@ -88,7 +89,7 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
     check_strategy(str(cfg.trainer.strategy), cfg.trainer.use_distributed_sampler, trainer.world_size)
     record.writes = trainer.is_global_zero  # results, exports and submission files: written once, by rank 0
     run_dir = record.path.parent
-    checkpoint = checkpoint_to_resume(cfg.resume, run_dir)
+    checkpoint = checkpoint_to_resume(cfg.resume, run_dir, Path(cfg.checkpoint.dirpath))
     record.save(resumed_from=str(checkpoint) if checkpoint else None)
     trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
     history = module.val_history
