@@ -332,9 +332,15 @@ def read_metrics(run_dir: Path) -> pd.DataFrame | None:
     if not file.is_file():
         return None
     try:
-        return pd.read_csv(file)
+        metrics = pd.read_csv(file)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, OSError):
         return None
+    if "step" not in metrics:
+        return metrics
+    # A resumed run appends to metrics.csv and logs again the steps its killed attempt had logged after the
+    # last checkpoint: of rows with the same step and the same metrics, the last one stands.
+    logged = metrics.notna().apply(lambda row: "|".join(row.index[row]), axis=1)
+    return metrics[~pd.DataFrame({"step": metrics["step"], "logged": logged}).duplicated(keep="last")]
 
 
 def plot_curves(task: str, task_runs: pd.DataFrame, path: Path) -> Path | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import resource
@@ -14,6 +15,9 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.loggers.logger import rank_zero_experiment
+from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from transformers import PreTrainedTokenizerBase
 
 from peft_glue.methods import Method
@@ -166,3 +170,27 @@ class TrainThroughput(pl.Callback):
     @property
     def samples_per_second(self) -> float:
         return round(self.samples / self.seconds, 2) if self.seconds else 0.0
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer deletes an existing metrics.csv (and warns on any non-empty folder, which a
+    Hydra run folder always is). A resumed run appends to it instead, so the curves from before the
+    interruption are kept; rows the killed attempt logged after its last checkpoint stay too, and readers
+    keep the last row of each step (``peft_glue.report.read_metrics``)."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                self.metrics_keys = sorted(next(csv.reader(file), []))
+
+
+class ResumableCSVLogger(CSVLogger):
+    """Lightning's CSVLogger that keeps the metrics of earlier attempts of the same run."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment

@@ -20,6 +20,7 @@ from peft_glue.errors import UserError
 from peft_glue.methods import LoRA, apply_bitfit
 from peft_glue.module import GlueClassifier
 from peft_glue.predict import main as predict_main
+from peft_glue.report import read_metrics
 from peft_glue.results import RunRecord, write_atomic, write_folder_atomic
 from peft_glue.tasks import MRPC
 from peft_glue.train import train
@@ -128,6 +129,11 @@ def test_killed_run_resumes_to_the_same_metrics(tiny_bert, tmp_path):
     assert results["resumed_from"].endswith("last.ckpt")
     assert results["val_history"] == expected["val_history"]
     assert (run_dir / "MRPC.tsv").read_text() == (tmp_path / "reference" / "MRPC.tsv").read_text()
+    # the training curves of both attempts are kept: validation of epoch 0 was logged before the kill
+    folders = (run_dir, tmp_path / "reference")
+    validation = [read_metrics(folder).dropna(subset=["val/accuracy"]) for folder in folders]
+    assert list(validation[0]["epoch"]) == list(validation[1]["epoch"]) == [0, 1]
+    assert list(validation[0]["val/accuracy"]) == list(validation[1]["val/accuracy"])
 
 
 def _kill_when_past(process: subprocess.Popen, checkpoint: Path, step: int, timeout: float = 300) -> int:

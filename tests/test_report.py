@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from peft_glue.report import load_runs, main, markdown_table, mean_std, write_report
+from peft_glue.report import load_runs, main, markdown_table, mean_std, read_metrics, write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 LORA = {"name": "lora", "lr": 1e-3, "r": 8, "alpha": 8, "dropout": 0.0, "target_modules": ["query"]}
@@ -200,6 +200,19 @@ def test_training_curves_come_from_metrics_csv(sweep):
     # no SST-2 run has a metrics.csv: the plot is skipped with a note
     assert not (sweep / "report" / "curves_sst2.png").exists()
     assert "sst2: no `metrics.csv` with logged metrics; plot skipped." in curves
+
+
+def test_metrics_of_a_resumed_run_keep_the_last_row_of_each_step(tmp_path):
+    # attempt 1 logged steps 0-5 (and validation at 4), was killed, resumed from step 3 and logged 3-7
+    rows = ["epoch,step,train/loss,val/accuracy"]
+    rows += [f"0,{step},{1.0 - step / 10}," for step in range(6)] + ["0,4,,0.5"]
+    rows += [f"0,{step},{0.5 - step / 10}," for step in range(3, 8)] + ["0,4,,0.6"]
+    (tmp_path / "metrics.csv").write_text("\n".join(rows) + "\n")
+    metrics = read_metrics(tmp_path)
+    loss = metrics.dropna(subset=["train/loss"])
+    assert list(loss["step"]) == list(range(8))
+    assert list(loss["train/loss"]) == pytest.approx([1.0, 0.9, 0.8, 0.2, 0.1, 0.0, -0.1, -0.2])
+    assert list(metrics.dropna(subset=["val/accuracy"])["val/accuracy"]) == [0.6]
 
 
 def test_dry_runs_alone_give_params_only_and_skip_every_plot(tmp_path):
