@@ -13,6 +13,7 @@ import logging
 import os
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -197,6 +198,15 @@ def deal_batches(batches: list[list[int]], num_replicas: int, rank: int) -> list
     return batches[rank::num_replicas]
 
 
+@dataclass(frozen=True)
+class EpochPosition:
+    """Where a checkpoint stopped inside an epoch: the batches each rank had done, and how many ranks."""
+
+    epoch: int
+    batches_done: int
+    world_size: int = 1
+
+
 class LengthGroupedSampler(Sampler[int]):
     """Indices ordered so that every run of ``batch_size`` holds examples of similar length.
 
@@ -228,8 +238,7 @@ class LengthGroupedSampler(Sampler[int]):
         self.num_replicas = num_replicas
         self.rank = rank
         self.epoch = 0
-        self.resume_at: tuple[int, int] | None = None  # (epoch, batches already done) after a resume
-        self.resume_world_size = num_replicas  # how many ranks shared the batches done
+        self.resume_at: EpochPosition | None = None  # set after a resume from a mid-epoch checkpoint
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -258,13 +267,13 @@ class LengthGroupedSampler(Sampler[int]):
     def iter_batches(self) -> Iterator[list[int]]:
         """A generator: the epoch is read at the first batch, after Lightning's ``set_epoch``."""
         batches = self.rank_batches()
-        if self.resume_at is not None and self.resume_at[0] == self.epoch:
-            if self.resume_world_size != self.num_replicas:
+        if self.resume_at is not None and self.resume_at.epoch == self.epoch:
+            if self.resume_at.world_size != self.num_replicas:
                 raise UserError(
-                    f"the checkpoint stopped mid-epoch in a run of {self.resume_world_size} process(es); "
+                    f"the checkpoint stopped mid-epoch in a run of {self.resume_at.world_size} process(es); "
                     f"resume with as many (trainer.devices x trainer.num_nodes; now {self.num_replicas})"
                 )
-            batches = batches[self.resume_at[1] :]  # a resumed epoch continues where it was interrupted
+            batches = batches[self.resume_at.batches_done :]  # a resumed epoch goes on where it stopped
         self.resume_at = None
         yield from batches
 
@@ -348,8 +357,7 @@ class GlueDataModule(pl.LightningDataModule):
         self.seed = seed
         self.collate = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
         self.splits: dict[str, Dataset] = {}
-        self.resume_at: tuple[int, int] | None = None
-        self.resume_world_size = 1
+        self.resume_at: EpochPosition | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
@@ -380,8 +388,9 @@ class GlueDataModule(pl.LightningDataModule):
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
         if state_dict:
-            self.resume_at = (state_dict["epoch"], state_dict["batches_done"])
-            self.resume_world_size = state_dict.get("world_size", 1)
+            self.resume_at = EpochPosition(
+                state_dict["epoch"], state_dict["batches_done"], state_dict.get("world_size", 1)
+            )
 
     @property
     def test_labelled(self) -> bool:
@@ -423,7 +432,6 @@ class GlueDataModule(pl.LightningDataModule):
             lengths, self.batch_size, seed=self.seed, num_replicas=num_replicas, rank=rank
         )
         sampler.resume_at, self.resume_at = self.resume_at, None
-        sampler.resume_world_size = self.resume_world_size
         return self._loader("train", batch_sampler=GroupedBatches(sampler))
 
     def _eval_loader(self, split: str) -> DataLoader:

@@ -14,7 +14,13 @@ from transformers import BertConfig, BertForSequenceClassification, BertTokenize
 
 from peft_glue import distributed
 from peft_glue.config import check_command_line
-from peft_glue.data import GroupedBatches, LengthGroupedSampler, SortedBatchSampler, deal_batches
+from peft_glue.data import (
+    EpochPosition,
+    GroupedBatches,
+    LengthGroupedSampler,
+    SortedBatchSampler,
+    deal_batches,
+)
 from peft_glue.errors import UserError
 from peft_glue.results import RunRecord
 from peft_glue.train import train
@@ -81,13 +87,12 @@ def test_resumed_epoch_continues_on_every_rank():
         sampler = LengthGroupedSampler(lengths, 4, seed=2, num_replicas=2, rank=rank)
         sampler.set_epoch(1)
         full = sampler.rank_batches()
-        sampler.resume_at = (1, 5)  # 5 batches done on each rank when the checkpoint was written
-        sampler.resume_world_size = 2
+        sampler.resume_at = EpochPosition(1, 5, world_size=2)  # 5 batches done on each rank when saved
         assert list(GroupedBatches(sampler)) == full[5:]
         assert list(GroupedBatches(sampler)) == full  # only the interrupted epoch is shortened
 
     sampler = LengthGroupedSampler(lengths, 4, seed=2, num_replicas=2, rank=0)
-    sampler.resume_at, sampler.resume_world_size = (0, 3), 1  # written by a run of one process
+    sampler.resume_at = EpochPosition(0, 3, world_size=1)  # written by a run of one process
     with pytest.raises(UserError, match="run of 1 process"):
         list(GroupedBatches(sampler))
 
