@@ -12,6 +12,7 @@ import argparse
 import hashlib
 import json
 import math
+import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ METRICS = {
 }
 # Identity fields besides task and method that are shown as columns only where runs differ in them.
 SETTINGS = ["model", "batch_size", "max_epochs", "train_subset"]
+LOSS_WINDOW = 10  # the training-loss curve averages this many logged steps (each the loss of one batch)
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -51,9 +53,14 @@ def find_results(paths: Iterable[Path]) -> list[Path]:
     for path in map(Path, paths):
         if not path.exists():
             raise UserError(f"{path} does not exist; give run or multirun folders (e.g. outputs/multirun)")
-        files = [path] if path.is_file() else sorted(path.rglob(RESULTS_FILE))
+        files = [path] if path.is_file() else sorted(path.rglob(RESULTS_FILE), key=natural_order)
         found.update(dict.fromkeys(file.resolve() for file in files))
     return list(found)
+
+
+def natural_order(path: Path) -> list[str | int]:
+    """Sort key that puts a sweep's job 2 before job 10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
 
 
 def flatten(record: dict, prefix: str = "") -> dict[str, Any]:
@@ -358,7 +365,8 @@ def plot_curves(task: str, task_runs: pd.DataFrame, path: Path) -> Path | None:
         color = colors.setdefault(label, f"C{len(colors) % 10}")
         if "train/loss" in metrics:
             loss = metrics.dropna(subset=["train/loss"])
-            loss_ax.plot(loss["step"], loss["train/loss"], color=color, alpha=0.7, lw=1)
+            smooth = loss["train/loss"].rolling(LOSS_WINDOW, min_periods=1).mean()  # one batch is noisy
+            loss_ax.plot(loss["step"], smooth, color=color, alpha=0.7, lw=1)
             drawn |= not loss.empty
         if "val/accuracy" in metrics and "epoch" in metrics:
             val = metrics.dropna(subset=["val/accuracy"])
@@ -368,7 +376,11 @@ def plot_curves(task: str, task_runs: pd.DataFrame, path: Path) -> Path | None:
         plt.close(fig)
         return None
     handles = [plt.Line2D([], [], color=color, label=label) for label, color in colors.items()]
-    loss_ax.set(xlabel="step", ylabel="training loss", title=f"{task}: training loss (one line per run)")
+    loss_ax.set(
+        xlabel="step",
+        ylabel=f"training loss, running mean of {LOSS_WINDOW} logged steps",
+        title=f"{task}: training loss (one line per run)",
+    )
     acc_ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title=f"{task}: validation accuracy")
     acc_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     acc_ax.legend(handles=handles, fontsize="small")
