@@ -163,6 +163,25 @@ def test_resume_of_a_finished_run_does_nothing(tiny_bert, tiny_glue, tmp_path):
     assert (tmp_path / "r" / "results.json").read_text() == before
 
 
+def test_resumed_sweep_skips_finished_jobs_and_reruns_the_rest_in_place(tiny_bert, tiny_glue, tmp_path):
+    sweep = tmp_path / "sweep"
+    overrides = [*tiny_overrides(tiny_bert, tiny_glue), "trainer.max_epochs=1", f"hydra.sweep.dir={sweep}"]
+    result = run_cli("-m", "seed=1,2", *overrides, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    jobs = sorted(folder for folder in sweep.iterdir() if folder.is_dir())
+    assert len(jobs) == 2
+    finished = (jobs[0] / "results.json").read_text()
+    interrupted = json.loads((jobs[1] / "results.json").read_text())
+    (jobs[1] / "results.json").write_text(json.dumps({**interrupted, "status": "failed"}))
+
+    again = run_cli("-m", f"resume={sweep}", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert sorted(folder for folder in sweep.iterdir() if folder.is_dir()) == jobs  # no new job folders
+    assert (jobs[0] / "results.json").read_text() == finished
+    assert f"{jobs[0]} already completed" in again.stdout + again.stderr
+    assert json.loads((jobs[1] / "results.json").read_text())["status"] == "completed"
+
+
 def test_diverging_loss_stops_the_run_with_a_clear_message(tiny_bert, tiny_glue, tmp_path):
     with pytest.raises(UserError, match=r"training loss became (nan|inf).*lower optimizer.lr"):
         trained(["method=full", "optimizer.lr=1e30", *tiny_overrides(tiny_bert, tiny_glue)], tmp_path)
