@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from peft_glue.cpu_dropout import use_cpu_dropout
 from peft_glue.data import GlueDataModule
 from peft_glue.methods import BitFit, Full, LoRA, Method
 from peft_glue.models import load_model, load_tokenizer, package_model_path
@@ -29,7 +30,8 @@ GROUPS = {
     "matrix multiplies": MATMUL_OPS,
     "attention (sdpa)": ("scaled_dot_product", "_flash_attention", "_efficient_attention"),
     "layer norm": ("layer_norm",),
-    "gelu / dropout / elementwise": ("gelu", "dropout", "aten::add", "aten::mul", "aten::div", "aten::sub"),
+    "dropout masks": ("bernoulli", "random_", "aten::lt"),
+    "gelu / elementwise": ("gelu", "dropout", "aten::add", "aten::mul", "aten::div", "aten::sub"),
     "optimizer (AdamW)": ("_foreach", "adam"),
 }
 
@@ -48,6 +50,7 @@ def step_parser(doc: str, steps: int) -> argparse.ArgumentParser:
     parser.add_argument("--method", choices=["lora", "bitfit", "full"], default="lora")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--torch-dropout", action="store_true", help="torch's dropout (cpu_dropout=false)")
     default_glue = os.environ.get("GLUE_DIR", str(Path(__file__).resolve().parents[2] / "shared/data/glue"))
     parser.add_argument("--glue-dir", default=default_glue)
     return parser
@@ -72,7 +75,10 @@ def main() -> None:
     torch.manual_seed(0)
     method = new_method(args.method)
     task, path, data = training_data(args)
-    module = GlueClassifier(method.apply(load_model(path, task.num_labels)), task, lr=method.lr)
+    model = method.apply(load_model(path, task.num_labels))
+    if not args.torch_dropout:
+        use_cpu_dropout(model)  # the framework's default, cpu_dropout=true
+    module = GlueClassifier(model, task, lr=method.lr)
     batches = iter(data.train_dataloader())
     optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=method.lr)
 

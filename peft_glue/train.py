@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
 
 from peft_glue.config import build, check_command_line, expand_resume, register_resolvers
+from peft_glue.cpu_dropout import use_cpu_dropout
 from peft_glue.data import GlueDataModule
 from peft_glue.distributed import check_strategy, job_scope, launch_ranks_as_this_job, share_cores
 from peft_glue.errors import UserError, exit_with
@@ -69,6 +70,8 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
 
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     model = method.apply(load_model(num_labels=task.num_labels, **model_cfg))
+    if cfg.cpu_dropout:
+        use_cpu_dropout(model)
     summary = parameter_summary(model)
     log.info("%s on %s: %s", method.name, task.name, summary)
     record.save(**summary)

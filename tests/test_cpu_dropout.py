@@ -1,0 +1,87 @@
+"""The CPU dropout: the same Bernoulli masks and scaling as torch's, reproducible, and the same attention."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+from transformers import BertConfig, BertForSequenceClassification
+
+from peft_glue.cpu_dropout import ATTENTION, CpuDropout, fast_dropout, use_cpu_dropout
+from peft_glue.methods import LoRA
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_masks_keep_one_minus_p_and_scale_the_kept(p):
+    torch.manual_seed(0)
+    out = fast_dropout(torch.ones(1_000_003), p)  # odd size: the last int32 is half used
+    kept = out != 0
+    assert abs(kept.float().mean().item() - (1 - p)) < 0.003  # ~5 standard deviations at 1e6 draws
+    assert torch.allclose(out[kept], torch.full_like(out[kept], 1 / (1 - p)))
+    assert abs(out.mean().item() - 1) < 0.01  # inverted dropout keeps the expectation
+
+
+def test_both_halves_of_each_draw_are_used_alike():
+    """The int32 draw's high half has one random bit fewer; its threshold accounts for that."""
+    torch.manual_seed(1)
+    kept = (fast_dropout(torch.ones(2_000_000), 0.3) != 0).view(-1, 2).float().mean(0)
+    assert torch.allclose(kept, torch.tensor([0.7, 0.7]), atol=0.003)
+
+
+def test_masks_follow_the_seed_and_the_gradient_follows_the_mask():
+    x = torch.randn(4, 7, 16, requires_grad=True)
+    torch.manual_seed(3)
+    first = fast_dropout(x, 0.2)
+    torch.manual_seed(3)
+    assert torch.equal(first, fast_dropout(x, 0.2))
+    torch.manual_seed(4)
+    assert not torch.equal(first, fast_dropout(x, 0.2))
+    first.sum().backward()
+    assert torch.allclose(x.grad, (first != 0).float() / 0.8)
+
+
+def test_edge_probabilities_and_eval_mode():
+    x = torch.randn(8, 8)
+    assert torch.equal(fast_dropout(x, 0.0), x)
+    assert torch.equal(fast_dropout(x, 1.0), torch.zeros_like(x))
+    dropout = CpuDropout(0.5).eval()
+    assert torch.equal(dropout(x), x)
+    assert (dropout.train()(torch.ones(1000)) == 0).any()
+
+
+def tiny_classifier() -> BertForSequenceClassification:
+    config = BertConfig(
+        vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64
+    )
+    torch.manual_seed(0)
+    return BertForSequenceClassification(config)
+
+
+def test_swapped_model_computes_the_same_attention_over_padded_batches():
+    """Training mode with a negligible dropout takes the hand-written attention path (masking, softmax,
+    weighted sum) and must match transformers' SDPA attention in evaluation mode, padding included."""
+    reference = tiny_classifier().eval()
+    swapped = use_cpu_dropout(tiny_classifier())
+    for module in swapped.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 1e-9  # below 2^-16: nothing is dropped, but the CPU-dropout code paths run
+    swapped.train()
+    ids = torch.randint(5, 50, (3, 9))
+    mask = torch.ones_like(ids)
+    mask[1, 5:] = 0
+    mask[2, 2:] = 0
+    expected = reference(input_ids=ids, attention_mask=mask).logits
+    assert torch.allclose(swapped(input_ids=ids, attention_mask=mask).logits, expected, atol=1e-5)
+
+
+def test_lora_model_is_swapped_trains_and_exports_a_plain_config(tmp_path):
+    model = use_cpu_dropout(LoRA(lr=1e-3, r=2).apply(tiny_classifier()))
+    assert not any(type(module) is nn.Dropout for module in model.modules())
+    assert model.config._attn_implementation == ATTENTION
+    model.train()
+    ids = torch.randint(5, 50, (4, 6))
+    loss = nn.functional.cross_entropy(model(input_ids=ids).logits, torch.tensor([0, 1, 0, 1]))
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    model.merge_and_unload().save_pretrained(tmp_path)
+    assert ATTENTION not in json.dumps(json.loads((tmp_path / "config.json").read_text()))
