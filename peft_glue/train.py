@@ -22,7 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import LearningRateMonitor
+from pytorch_lightning.callbacks import LearningRateMonitor, TQDMProgressBar
 
 from peft_glue.config import build, check_command_line, expand_resume, register_resolvers
 from peft_glue.cpu_dropout import use_cpu_dropout
@@ -86,8 +86,7 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
     trainer = pl.Trainer(
         **cfg.trainer,
         logger=[instantiate(logger) for logger in cfg.logger.values()] if cfg.logger else False,
-        callbacks=[LearningRateMonitor(logging_interval="step"), throughput, RestoreRandomState()]
-        + ([instantiate(cfg.checkpoint)] if cfg.trainer.enable_checkpointing else []),
+        callbacks=callbacks(cfg, throughput),
     )
     check_strategy(str(cfg.trainer.strategy), cfg.trainer.use_distributed_sampler, trainer.world_size)
     record.writes = trainer.is_global_zero  # results, exports and submission files: written once, by rank 0
@@ -116,6 +115,16 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
         record.save(test=None, predictions=str(submission))
     record.save(status="completed", peak_memory_mb=peak_memory_mb(), threads=torch.get_num_threads())
     return module
+
+
+def callbacks(cfg: DictConfig, throughput: TrainThroughput) -> list[pl.Callback]:
+    chosen = [LearningRateMonitor(logging_interval="step"), throughput, RestoreRandomState()]
+    if cfg.trainer.enable_checkpointing:
+        chosen.append(instantiate(cfg.checkpoint))
+    if cfg.trainer.enable_progress_bar is not False:
+        # the bar reads the logged loss from the device when it redraws: every N steps, not at every step
+        chosen.append(TQDMProgressBar(refresh_rate=cfg.trainer.log_every_n_steps))
+    return chosen
 
 
 def objective(record: dict, monitor: str) -> float:
