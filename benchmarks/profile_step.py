@@ -5,7 +5,8 @@
 Builds the model and method exactly as `python -m peft_glue.train model=minilm` does, takes length-grouped
 batches of the real training data from the framework's data module, and profiles forward, backward and the
 AdamW step. Prints the operators by self CPU time, grouped into matrix multiplies (the work a faster precision
-or kernel speeds up) and everything else (elementwise, normalisation, autograd and Python overhead).
+or kernel speeds up) and everything else (elementwise, normalisation, autograd and Python overhead), and the
+matmul FLOP/s (the profiler's count of executed matmul FLOPs) inside the kernels and over the whole step.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def main() -> None:
     module.train()
     for _ in range(3):  # warm-up: allocator, oneDNN primitive caches
         step()
-    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as profiler:
         for _ in range(args.steps):
             step()
     events = profiler.key_averages()
@@ -105,6 +106,12 @@ def main() -> None:
     print(f"{'share':>6}  {'ms/step':>8}  group")
     for group, micros in sorted(grouped.items(), key=lambda item: -item[1]):
         print(f"{100 * micros / total:5.1f}%  {micros / 1e3 / args.steps:8.1f}  {group}")
+    flops = sum(event.flops for event in events)  # the profiler counts matmul FLOPs (mm, addmm, bmm)
+    matmul_seconds = grouped["matrix multiplies"] / 1e6
+    print(
+        f"matmul FLOP/s: {flops / matmul_seconds / 1e9:.1f} G inside the matmul kernels, "
+        f"{flops / (total / 1e6) / 1e9:.1f} G over the whole step"
+    )
     print()
     print(events.table(sort_by="self_cpu_time_total", row_limit=15))
 
