@@ -13,10 +13,9 @@ from __future__ import annotations
 import time
 
 import torch
-from profile_step import new_method, step_parser, training_data  # this folder's sibling script
+from profile_step import new_method, new_model, step_parser, training_data  # this folder's sibling script
 
 from peft_glue.data import MODEL_INPUTS
-from peft_glue.models import load_model
 
 
 def timed_steps(model: torch.nn.Module, batches: list[dict], lr: float, warmup: int) -> tuple[float, float]:
@@ -50,7 +49,7 @@ def main() -> None:
     for variant in ("eager", "compiled"):
         torch.manual_seed(0)
         method = new_method(args.method)
-        model = method.apply(load_model(path, task.num_labels))
+        model = new_model(args, method, task, path)
         if variant == "compiled":
             model = torch.compile(model, dynamic=True)
         results[variant] = timed_steps(model, batches, method.lr, args.warmup)

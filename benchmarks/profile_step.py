@@ -62,6 +62,13 @@ def new_method(name: str) -> Method:
     return {"lora": LoRA(lr=1e-3), "bitfit": BitFit(lr=1e-3), "full": Full(lr=2e-5)}[name]
 
 
+def new_model(args: argparse.Namespace, method: Method, task: GlueTask, path: str) -> torch.nn.Module:
+    """The MiniLM classifier with ``method`` applied and, unless --torch-dropout, the framework's default
+    ``cpu_dropout``: the model that `python -m peft_glue.train model=minilm` trains."""
+    model = method.apply(load_model(path, task.num_labels))
+    return model if args.torch_dropout else use_cpu_dropout(model)
+
+
 def training_data(args: argparse.Namespace) -> tuple[GlueTask, str, GlueDataModule]:
     """The task, the MiniLM weights' folder, and the framework's data module (set up) for ``args``."""
     task = {"sst2": SST2, "mrpc": MRPC}[args.task]()
@@ -76,10 +83,7 @@ def main() -> None:
     torch.manual_seed(0)
     method = new_method(args.method)
     task, path, data = training_data(args)
-    model = method.apply(load_model(path, task.num_labels))
-    if not args.torch_dropout:
-        use_cpu_dropout(model)  # the framework's default, cpu_dropout=true
-    module = GlueClassifier(model, task, lr=method.lr)
+    module = GlueClassifier(new_model(args, method, task, path), task, lr=method.lr)
     batches = iter(data.train_dataloader())
     optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=method.lr)
 
