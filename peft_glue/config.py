@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,9 +43,20 @@ def best_precision() -> str:
     return "bf16-mixed" if cpu_has_fast_bf16() else "32-true"
 
 
+def dataloader_workers() -> int:
+    """Processes that collate batches while a GPU computes: up to 2 per GPU, leaving a core per GPU for its
+    training process (batches are pre-tokenized, so collating is light). None on a CPU, where a worker would
+    take a core from the model."""
+    if not torch.cuda.is_available():
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(0, min(2, cores // max(1, torch.cuda.device_count()) - 1))
+
+
 def register_resolvers() -> None:
     for name, resolver in {
         "best_precision": best_precision,
+        "dataloader_workers": dataloader_workers,
         "package_model_path": package_model_path,
     }.items():
         if not OmegaConf.has_resolver(name):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import multiprocessing
 import os
 import warnings
 from collections.abc import Iterator, Sequence
@@ -319,6 +320,15 @@ class SortedBatchSampler(Sampler[list[int]]):
         return len(self.batches)
 
 
+def worker_start_method() -> str | None:
+    """How dataloader workers start: the platform's default (None), except inside a process whose default is
+    not one of multiprocessing's own, like a worker of Hydra's joblib launcher (loky). torch cannot start a
+    worker with that, and spawned ones die there, so such processes fork (where the platform can)."""
+    if multiprocessing.get_start_method(allow_none=True) in (None, "fork", "spawn", "forkserver"):
+        return None
+    return "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+
+
 class GlueDataModule(pl.LightningDataModule):
     """Serves one GLUE task: length-grouped training batches, length-sorted evaluation, per-batch padding."""
 
@@ -406,6 +416,7 @@ class GlueDataModule(pl.LightningDataModule):
             # a generator of its own: creating an iterator must not draw from the global RNG (exact resume)
             generator=torch.Generator().manual_seed(self.seed),
             num_workers=self.num_workers,
+            multiprocessing_context=worker_start_method() if self.num_workers > 0 else None,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
             **batching,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -9,6 +10,8 @@ import pytest
 import torch
 from torch.utils.data import BatchSampler
 
+from peft_glue import config
+from peft_glue.config import dataloader_workers
 from peft_glue.data import GlueDataModule, LengthGroupedSampler, SortedBatchSampler, load_glue, read_glue_tsv
 from peft_glue.errors import UserError
 from peft_glue.models import load_tokenizer
@@ -162,3 +165,46 @@ def test_evaluation_batches_cover_all_examples_sorted_by_length():
     assert sorted(i for b in batches for i in b) == list(range(7))
     flat = [lengths[i] for b in batches for i in b]
     assert flat == sorted(lengths, reverse=True)
+
+
+def test_worker_processes_serve_the_same_batches(tiny_bert, tiny_glue):
+    """data.num_workers (2 per GPU by default) must not change what is trained on, or in which order."""
+    tokenizer = load_tokenizer(str(tiny_bert))
+
+    def epoch(workers: int) -> list[dict]:
+        datamodule = GlueDataModule(
+            SST2(), tokenizer, data_dir=str(tiny_glue), batch_size=8, num_workers=workers, seed=3
+        )
+        datamodule.setup()
+        return list(datamodule.train_dataloader())
+
+    served, reference = epoch(2), epoch(0)
+    assert len(served) == len(reference) > 1
+    for batch, expected in zip(served, reference, strict=True):
+        assert batch.keys() == expected.keys()
+        assert all(torch.equal(batch[key], expected[key]) for key in expected)
+
+
+@pytest.mark.parametrize(
+    ("cuda", "gpus", "cores", "workers"),
+    [(False, 0, 8, 0), (True, 1, 8, 2), (True, 4, 8, 1), (True, 8, 8, 0), (True, 1, 1, 0)],
+)
+def test_dataloader_workers_only_on_gpus_and_leave_a_core_per_gpu(monkeypatch, cuda, gpus, cores, workers):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(cores)), raising=False)
+    assert dataloader_workers() == workers
+
+
+@pytest.mark.parametrize(
+    ("cuda", "gpu_bf16", "cpu_bf16", "precision"),
+    [(True, True, False, "bf16-mixed"), (True, False, True, "32-true"), (False, False, True, "bf16-mixed"),
+     (False, False, False, "32-true")],
+)  # fmt: skip
+def test_default_precision_is_bf16_only_where_the_hardware_runs_it_fast(
+    monkeypatch, cuda, gpu_bf16, cpu_bf16, precision
+):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: gpu_bf16)
+    monkeypatch.setattr(config, "cpu_has_fast_bf16", lambda: cpu_bf16)
+    assert config.best_precision() == precision

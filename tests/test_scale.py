@@ -233,6 +233,7 @@ def test_joblib_runs_jobs_side_by_side(tiny_bert, tiny_glue, tmp_path):
     result = run_cli(
         "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "method=lora", "method.r=1,4,0",
         *tiny_overrides(tiny_bert, tiny_glue), "trainer.max_epochs=1", f"hydra.sweep.dir={sweep}",
+        "data.num_workers=1",  # as on a GPU: dataloader workers inside joblib's worker processes
         cwd=tmp_path,
     )  # fmt: skip
     # r=0 fails by design: the failed-jobs report still reads the results of jobs run by joblib's workers
