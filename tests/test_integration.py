@@ -21,6 +21,7 @@ def balanced_slice(lines: list[str], per_class: int) -> list[str]:
     return [header, *(row for row in rows if row in picked)]
 
 
+@pytest.mark.slow  # ~2 minutes on 2 cores: `make test-slow`
 def test_minilm_learns_mrpc(tmp_path):
     glue = tmp_path / "glue" / "MRPC"
     glue.mkdir(parents=True)
