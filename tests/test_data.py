@@ -11,7 +11,6 @@ import torch
 from torch.utils.data import BatchSampler
 
 from peft_glue import config
-from peft_glue.config import dataloader_workers
 from peft_glue.data import GlueDataModule, LengthGroupedSampler, SortedBatchSampler, load_glue, read_glue_tsv
 from peft_glue.errors import UserError
 from peft_glue.models import load_tokenizer
@@ -193,7 +192,7 @@ def test_dataloader_workers_only_on_gpus_and_leave_a_core_per_gpu(monkeypatch, c
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(cores)), raising=False)
-    assert dataloader_workers() == workers
+    assert config.dataloader_workers() == workers
 
 
 @pytest.mark.parametrize(
