@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError
 
+from peft_glue.distributed import usable_cores
 from peft_glue.errors import UserError, exit_with
 from peft_glue.models import package_model_path
 
@@ -49,8 +49,7 @@ def dataloader_workers() -> int:
     take a core from the model."""
     if not torch.cuda.is_available():
         return 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(0, min(2, cores // max(1, torch.cuda.device_count()) - 1))
+    return max(0, min(2, usable_cores() // max(1, torch.cuda.device_count()) - 1))
 
 
 def register_resolvers() -> None:

@@ -84,6 +84,11 @@ def job_scope() -> Iterator[None]:
                 os.environ[name] = value
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, as under SLURM or taskset), else all of them."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def threads_per_job(threads: int | None, n_jobs: int | None) -> int | None:
     """torch's CPU threads for a job: ``threads`` when set; else the cores shared among the jobs that a
     launcher runs side by side (joblib's ``n_jobs``; -1 = one job per core, as joblib counts), so that
@@ -94,7 +99,7 @@ def threads_per_job(threads: int | None, n_jobs: int | None) -> int | None:
         return threads
     if n_jobs is None or n_jobs == 1:
         return None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = usable_cores()
     parallel = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)
     return max(1, cores // parallel)
 
