@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 import torch
 
-from peft_glue.cpu_dropout import _lane_thresholds, fast_dropout, sdpa_with_cpu_dropout
+from peft_glue.cpu_dropout import _lane_thresholds, fast_dropout, lane_mask, sdpa_with_cpu_dropout
 
 HEADS, HEAD_DIM, HIDDEN, BATCH, P = 12, 32, 384, 32, 0.1
 
@@ -117,12 +117,7 @@ def _drop_mask_candidate(
     """fast_dropout's draws, compared into a drop mask (not a keep mask) that ``apply`` zeroes with."""
     thresholds = _lane_thresholds(1.0 - p)
     assert thresholds is not None
-    n = x.numel()
-    halves = torch.empty((n + 1) // 2, dtype=torch.int32).random_().view(torch.int16).view(-1, 2)
-    drop = torch.empty(halves.shape, dtype=torch.bool)
-    for lane, threshold in enumerate(thresholds):
-        torch.ge(halves[:, lane], threshold, out=drop[:, lane])
-    return apply(x * (1.0 / (1.0 - p)), drop.view(-1)[:n].view(x.shape))
+    return apply(x * (1.0 / (1.0 - p)), lane_mask(x.shape, thresholds, torch.ge))
 
 
 def check_dropout() -> None:

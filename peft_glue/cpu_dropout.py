@@ -14,6 +14,7 @@ Everything else (evaluation, GPUs, no dropout) goes to transformers' own SDPA at
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -41,13 +42,22 @@ def fast_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
     thresholds = _lane_thresholds(1.0 - p)
     if thresholds is None:
         return x
-    n = x.numel()
-    draws = torch.empty((n + 1) // 2, dtype=torch.int32, device=x.device).random_()
+    keep = lane_mask(x.shape, thresholds, torch.lt, x.device)
+    return x * keep.to(x.dtype).mul_(1.0 / (1.0 - p))
+
+
+def lane_mask(
+    shape: torch.Size, thresholds: tuple[int, int], compare: Callable, device: torch.device | None = None
+) -> torch.Tensor:
+    """A boolean tensor of ``shape``: ``compare`` (``torch.lt`` for a keep mask) of each 16-bit draw of
+    fresh ``random_()`` int32s against its lane's threshold from ``_lane_thresholds``."""
+    n = shape.numel()
+    draws = torch.empty((n + 1) // 2, dtype=torch.int32, device=device).random_()
     halves = draws.view(torch.int16).view(-1, 2)
-    keep = torch.empty(halves.shape, dtype=torch.bool, device=x.device)
+    mask = torch.empty(halves.shape, dtype=torch.bool, device=device)
     for lane, threshold in enumerate(thresholds):  # per half: 2x faster than one broadcast
-        torch.lt(halves[:, lane], threshold, out=keep[:, lane])
-    return x * keep.view(-1)[:n].view(x.shape).to(x.dtype).mul_(1.0 / (1.0 - p))
+        compare(halves[:, lane], threshold, out=mask[:, lane])
+    return mask.view(-1)[:n].view(shape)
 
 
 class CpuDropout(nn.Dropout):
