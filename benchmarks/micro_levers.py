@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 import torch
 
-from peft_glue.cpu_dropout import _lane_thresholds, fast_dropout, lane_mask, sdpa_with_cpu_dropout
+from peft_glue.cpu_dropout import lane_thresholds, fast_dropout, lane_mask, sdpa_with_cpu_dropout
 
 HEADS, HEAD_DIM, HIDDEN, BATCH, P = 12, 32, 384, 32, 0.1
 
@@ -115,7 +115,7 @@ def _drop_mask_candidate(
     x: torch.Tensor, p: float, apply: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 ) -> torch.Tensor:
     """fast_dropout's draws, compared into a drop mask (not a keep mask) that ``apply`` zeroes with."""
-    thresholds = _lane_thresholds(1.0 - p)
+    thresholds = lane_thresholds(1.0 - p)
     assert thresholds is not None
     return apply(x * (1.0 / (1.0 - p)), lane_mask(x.shape, thresholds, torch.ge))
 

@@ -1,14 +1,15 @@
 """Dropout that is cheap on a CPU.
 
-torch draws a CPU dropout mask with ``bernoulli_``, one float per element; on 2 cores the 20 dropouts of a
-MiniLM step took 16% (SST-2 LoRA) to 22% (MRPC BitFit) of a training step (``benchmarks/profile_step.py``).
-Here the mask comes from raw 32-bit random integers, two 16-bit draws from each: the same Bernoulli(1 - p)
-keep mask, inverted scaling 1 / (1 - p), the same torch generator (so ``seed`` still fixes it), at a third to
-a quarter of the cost. The keep probability is exact to 2^-15.
+torch draws a CPU dropout mask with ``bernoulli_``, one float per element, which makes dropout a visible
+share of a small model's training step on a CPU (measured figures: ``benchmarks/README.md``). Here the mask
+comes from raw 32-bit random integers, two 16-bit draws from each: the same Bernoulli(1 - p) keep mask,
+inverted scaling 1 / (1 - p), the same torch generator (so ``seed`` still fixes it), at a fraction of the
+cost. The keep probability is exact to 2^-15.
 
 BERT's attention dropout runs inside ``scaled_dot_product_attention``; in training on a CPU an attention
 function registered with transformers computes softmax(QK^T / sqrt(d) + mask) V itself, with this dropout.
 Everything else (evaluation, GPUs, no dropout) goes to transformers' own SDPA attention and torch's dropout.
+Nothing changes until ``use_cpu_dropout`` is called: it registers the attention function the first time.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 ATTENTION = "sdpa_cpu_dropout"  # SDPA, with the attention dropout above when training on a CPU
 
 
-def _lane_thresholds(keep: float) -> tuple[int, int] | None:
+def lane_thresholds(keep: float) -> tuple[int, int] | None:
     """Thresholds for the two int16 halves of a non-negative int32 from ``random_()``, in memory order: the
     low half is uniform over all 16 bits, the high half over 15 (the sign bit is always 0). None when nothing
     would be dropped."""
@@ -39,7 +40,7 @@ def fast_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
     """``nn.functional.dropout(x, p, training=True)``, with the mask drawn from 16-bit random integers."""
     if p >= 1.0:
         return torch.zeros_like(x)
-    thresholds = _lane_thresholds(1.0 - p)
+    thresholds = lane_thresholds(1.0 - p)
     if thresholds is None:
         return x
     keep = lane_mask(x.shape, thresholds, torch.lt, x.device)
@@ -50,7 +51,7 @@ def lane_mask(
     shape: torch.Size, thresholds: tuple[int, int], compare: Callable, device: torch.device | None = None
 ) -> torch.Tensor:
     """A boolean tensor of ``shape``: ``compare`` (``torch.lt`` for a keep mask) of each 16-bit draw of
-    fresh ``random_()`` int32s against its lane's threshold from ``_lane_thresholds``."""
+    fresh ``random_()`` int32s against its lane's threshold from ``lane_thresholds``."""
     n = shape.numel()
     draws = torch.empty((n + 1) // 2, dtype=torch.int32, device=device).random_()
     halves = draws.view(torch.int16).view(-1, 2)
@@ -95,8 +96,10 @@ def sdpa_with_cpu_dropout(
     return torch.matmul(weights, value).transpose(1, 2).contiguous(), None
 
 
-AttentionInterface.register(ATTENTION, sdpa_with_cpu_dropout)
-AttentionMaskInterface.register(ATTENTION, sdpa_mask)
+def register_attention() -> None:
+    """Make ``ATTENTION`` known to transformers (idempotent)."""
+    AttentionInterface.register(ATTENTION, sdpa_with_cpu_dropout)
+    AttentionMaskInterface.register(ATTENTION, sdpa_mask)
 
 
 def use_cpu_dropout(model: PreTrainedModel) -> PreTrainedModel:
@@ -108,5 +111,6 @@ def use_cpu_dropout(model: PreTrainedModel) -> PreTrainedModel:
             if type(child) is nn.Dropout:
                 setattr(parent, name, CpuDropout(child.p, child.inplace))
     if getattr(model.config, "_attn_implementation", None) == "sdpa":
+        register_attention()
         model.set_attn_implementation(ATTENTION)
     return model
