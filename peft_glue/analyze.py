@@ -28,11 +28,10 @@ from safetensors.torch import load_file  # noqa: E402
 
 from peft_glue.errors import UserError  # noqa: E402
 from peft_glue.report import run_folders_cli  # noqa: E402
+from peft_glue.rundir import ADAPTER_DIR, RESULTS_FILE  # noqa: E402
 
-ADAPTER_DIR = "adapter"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
-RESULTS_FILE = "results.json"
 LORA_A = re.compile(r"^(?P<module>.+)\.lora_A(?:\.[^.]+)?\.weight$")  # with or without an adapter name
 LAYER = re.compile(r"\.layer\.(\d+)\.")
 MEAN = "mean"  # the panel / column that averages φ over all adapted modules

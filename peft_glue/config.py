@@ -1,55 +1,25 @@
-"""Hydra glue: config resolvers, a pre-flight check of the command line, and multirun failure reporting."""
+"""Composing the config: its resolvers, ``build`` (instantiate with one-line errors), and a pre-flight check
+of the command line that turns a wrong override into one line naming the fix."""
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
-import torch
 from hydra import compose, initialize_config_dir
 from hydra._internal.utils import get_args_parser
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import InstantiationException, MissingConfigException
-from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError
 
-from peft_glue.distributed import usable_cores
 from peft_glue.errors import UserError, exit_with
+from peft_glue.hardware import best_precision, dataloader_workers
 from peft_glue.models import package_model_path
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
-
-
-def cpu_has_fast_bf16() -> bool:
-    """bf16 matmuls beat fp32 on CPUs with AVX512-BF16 or AMX; without them oneDNN emulates bf16, and it is
-    slower (2048x2048 matmul on an AVX512 Xeon without BF16: 47.6 bf16 vs 165.6 fp32 GFLOP/s, measured
-    by benchmarks/bench_train.py)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def best_precision() -> str:
-    """The fastest precision that keeps accuracy: bf16 mixed where the hardware runs it fast, else fp32."""
-    if torch.cuda.is_available():
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
-    return "bf16-mixed" if cpu_has_fast_bf16() else "32-true"
-
-
-def dataloader_workers() -> int:
-    """Processes that collate batches while a GPU computes: up to 2 per GPU, leaving a core per GPU for its
-    training process (batches are pre-tokenized, so collating is light). None on a CPU, where a worker would
-    take a core from the model."""
-    if not torch.cuda.is_available():
-        return 0
-    return max(0, min(2, usable_cores() // max(1, torch.cuda.device_count()) - 1))
 
 
 def register_resolvers() -> None:
@@ -105,29 +75,6 @@ def first_of_each_sweep(overrides: list[str]) -> list[str]:
         key = override.get_key_element()
         first.append(key if override.is_delete() and override.value() is None else f"{key}={value}")
     return first
-
-
-def expand_resume(argv: list[str]) -> list[str]:
-    """``resume=<run folder>`` continues that run in place: its saved overrides, its folder, ``resume=auto``.
-    ``-m resume=<multirun folder>`` does the same for every job of a sweep (finished jobs are skipped)."""
-    args, _ = get_args_parser().parse_known_args(argv)
-    value = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("resume=")), None)
-    if value in (None, "auto", "null") or not Path(value).is_dir():
-        return argv
-    folder = Path(value).resolve()
-
-    def without_resume(overrides: list[str]) -> list[str]:
-        return [o for o in overrides if not o.startswith("resume=")]
-
-    extra = without_resume(args.overrides)  # e.g. trainer.max_epochs=10 to train longer
-    if (folder / ".hydra" / "overrides.yaml").is_file():
-        saved = without_resume(OmegaConf.load(folder / ".hydra" / "overrides.yaml"))
-        return [*saved, *extra, f"hydra.run.dir={folder}", "resume=auto"]
-    if (folder / "multirun.yaml").is_file():
-        saved = without_resume(OmegaConf.load(folder / "multirun.yaml").hydra.overrides.task)
-        return ["-m", *saved, *extra, f"hydra.sweep.dir={folder}", "resume=auto"]
-    exit_with(f"resume={value} is neither a run folder (with .hydra/) nor a multirun folder (multirun.yaml)")
-    return argv
 
 
 def check_command_line(argv: list[str]) -> None:
@@ -206,22 +153,3 @@ def explain_override_error(error: Exception) -> str:
         )
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
     return " ".join(lines[:3]) or "invalid command line"
-
-
-class FailOnFailedJobs(Callback):
-    """After a multirun, list the jobs that failed and leave with a non-zero status.
-
-    Jobs catch their own errors (so one bad job never stops the sweep) and record them in results.json;
-    this reads those files, so it works with any launcher.
-    """
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
-        failed = []
-        for path in sorted(sweep_dir.glob("*/results.json")):
-            record = json.loads(path.read_text())
-            if record.get("status") == "failed":
-                failed.append(f"{path.parent.name} ({record.get('error', 'unknown error')})")
-        if failed:
-            print(f"error: {len(failed)} job(s) failed: {'; '.join(failed)}", file=sys.stderr, flush=True)
-            raise SystemExit(1)

@@ -1,4 +1,5 @@
-"""Running one Hydra job on several processes (Lightning DDP) or several jobs side by side (launchers).
+"""Running one Hydra job on several processes (Lightning DDP) or several jobs side by side (launchers), and
+gathering the predictions of all ranks.
 
 Lightning's ``ddp`` strategy starts the other ranks by running the script again. Its Hydra support repeats the
 whole command line, ``-m`` and sweeps included, with ``hydra.run.dir`` set to the run-mode pattern: inside a
@@ -14,6 +15,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -21,6 +23,7 @@ from hydra.utils import get_original_cwd
 from pytorch_lightning.strategies.launchers import subprocess_script
 
 from peft_glue.errors import UserError
+from peft_glue.hardware import usable_cores
 
 
 def rank_command(local_rank: int) -> tuple[Sequence[str], str]:
@@ -84,11 +87,6 @@ def job_scope() -> Iterator[None]:
                 os.environ[name] = value
 
 
-def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity, as under SLURM or taskset), else all of them."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def threads_per_job(threads: int | None, n_jobs: int | None) -> int | None:
     """torch's CPU threads for a job: ``threads`` when set; else the cores shared among the jobs that a
     launcher runs side by side (joblib's ``n_jobs``; -1 = one job per core, as joblib counts), so that
@@ -110,3 +108,15 @@ def share_cores(threads: int | None, n_jobs: int | None) -> None:
     if count is not None:
         torch.set_num_threads(count)
         os.environ["OMP_NUM_THREADS"] = str(count)
+
+
+def gather_predictions(
+    predictions: list[tuple[torch.Tensor, torch.Tensor]],
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Under DDP each rank predicted its own share of the test batches: collect all shares on every rank."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return predictions
+    local = [(idx.cpu(), pred.cpu()) for idx, pred in predictions]
+    shares: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(shares, local)
+    return [batch for share in shares for batch in share]

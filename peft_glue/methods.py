@@ -8,7 +8,7 @@ Adding a method is one class here plus one yaml.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import ClassVar
 
@@ -18,6 +18,7 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
 from peft_glue.errors import UserError
+from peft_glue.rundir import ADAPTER_DIR, BITFIT_DIR, MODEL_DIR
 
 
 @dataclass
@@ -27,6 +28,17 @@ class Method:
     lr: float
     name: ClassVar[str]
     export_dir: ClassVar[str]  # folder in the run directory that holds the trained weights
+    order: ClassVar[int] = 100  # where the report lists the method (lower first)
+    sweeps: ClassVar[dict[str, str]] = {}  # hyperparameters the report plots a sweep of -> what they are
+
+    def hyperparameters(self) -> dict:
+        """The method's settings as results.json records them (besides its name)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def info(cls) -> dict:
+        """What the report needs to know of the method, recorded in results.json."""
+        return {"order": cls.order, "sweeps": dict(cls.sweeps)}
 
     def apply(self, model: PreTrainedModel) -> nn.Module:
         """Make the right parameters trainable (and add new ones); returns the model to train."""
@@ -55,7 +67,8 @@ class Full(Method):
     """Full fine-tuning: every parameter trains; the whole model is saved with ``save_pretrained``."""
 
     name = "full"
-    export_dir = "model"
+    export_dir = MODEL_DIR
+    order = 0
 
     def apply(self, model: PreTrainedModel) -> nn.Module:
         model.requires_grad_(True)
@@ -88,7 +101,8 @@ class BitFit(Method):
     """
 
     name = "bitfit"
-    export_dir = "bitfit"
+    export_dir = BITFIT_DIR
+    order = 1
 
     def apply(self, model: PreTrainedModel) -> nn.Module:
         for param_name, param in model.named_parameters():
@@ -112,7 +126,9 @@ class LoRA(Method):
     """
 
     name = "lora"
-    export_dir = "adapter"
+    export_dir = ADAPTER_DIR
+    order = 2
+    sweeps = {"r": "LoRA rank"}
     r: int = 8
     alpha: float = 8
     dropout: float = 0.0

@@ -75,7 +75,10 @@ def load_model(
     source = check_source(name_or_path)
     common = {"num_labels": num_labels, "trust_remote_code": trust_remote_code}
     if pretrained:
-        model = _from_source(AutoModelForSequenceClassification, source, "weights", **common)
+        # a checkpoint that already has a head for another number of labels gets a new head for this task
+        model = _from_source(
+            AutoModelForSequenceClassification, source, "weights", ignore_mismatched_sizes=True, **common
+        )
     else:
         if architecture and not Path(source).exists():
             config = AutoConfig.for_model(**architecture, num_labels=num_labels)

@@ -1,4 +1,6 @@
-"""The LightningModule: a Hugging Face sequence classifier (with its method applied) trained with AdamW."""
+"""The LightningModule: a Hugging Face sequence classifier (with its method applied) trained with AdamW.
+
+Loss, metrics and predictions come from the task (classification or regression)."""
 
 from __future__ import annotations
 
@@ -8,14 +10,12 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
-from torchmetrics.classification import BinaryAccuracy, BinaryF1Score
 from transformers import get_linear_schedule_with_warmup
 
 from peft_glue.data import MODEL_INPUTS
 from peft_glue.errors import UserError
 from peft_glue.tasks import GlueTask
 
-METRICS = {"accuracy": BinaryAccuracy, "f1": BinaryF1Score}
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight")  # as transformers.Trainer: no decay on these
 
 
@@ -35,7 +35,7 @@ class GlueClassifier(pl.LightningModule):
         self.task = task
         self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, tuple(betas), eps
         self.warmup_ratio = warmup_ratio
-        metrics = MetricCollection({name: METRICS[name]() for name in task.metrics})
+        metrics = task.metric_collection()
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
         # torchmetrics sums these over all DDP ranks when they are computed: exact metrics of the whole split
@@ -69,7 +69,7 @@ class GlueClassifier(pl.LightningModule):
         self.model.train()
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = nn.functional.cross_entropy(self(batch), batch["labels"])
+        loss = self.task.loss(self(batch), batch["labels"])
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["labels"]))
         # Reading the loss on the host waits for a GPU, so look only when Lightning logs anyway (a diverged
         # run stays non-finite) and at the end of each epoch, not at every step.
@@ -84,8 +84,8 @@ class GlueClassifier(pl.LightningModule):
 
     def _evaluate(self, batch: dict, metrics: MetricCollection, loss_mean: MeanMetric, stage: str) -> None:
         logits = self(batch)
-        loss = nn.functional.cross_entropy(logits, batch["labels"])
-        metrics.update(logits.argmax(-1), batch["labels"])
+        loss = self.task.loss(logits, batch["labels"])
+        metrics.update(self.task.predictions(logits), batch["labels"])
         loss_mean.update(loss, weight=len(batch["labels"]))
         self.log(f"{stage}/loss", loss_mean)  # a Metric: Lightning computes (and syncs) it at epoch end
 
@@ -113,7 +113,7 @@ class GlueClassifier(pl.LightningModule):
         self.test_metrics.reset()
 
     def predict_step(self, batch: dict, batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return batch["idx"], self(batch).argmax(-1)
+        return batch["idx"], self.task.predictions(self(batch))
 
     def configure_optimizers(self):
         trainable = [(name, p) for name, p in self.model.named_parameters() if p.requires_grad]

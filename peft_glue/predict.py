@@ -14,38 +14,36 @@ import sys
 from pathlib import Path
 
 import pytorch_lightning as pl
+from hydra.utils import get_class
 from omegaconf import OmegaConf
 
-from peft_glue.config import build, register_resolvers
+from peft_glue.components import assemble
+from peft_glue.config import register_resolvers
 from peft_glue.data import GlueDataModule
 from peft_glue.errors import UserError, exit_with
-from peft_glue.methods import Method
-from peft_glue.models import load_model, load_tokenizer
+from peft_glue.export import write_submission
 from peft_glue.module import GlueClassifier
-from peft_glue.results import write_submission
-from peft_glue.tasks import GlueTask
+from peft_glue.rundir import SAVED_CONFIG
 
 
 def predict(run_dir: Path, input_tsv: Path | None = None, out_dir: Path | None = None) -> Path:
-    config_file = run_dir / ".hydra" / "config.yaml"
+    config_file = run_dir / SAVED_CONFIG
     if not config_file.is_file():
-        raise UserError(f"run={run_dir} has no .hydra/config.yaml; give the folder of a peft_glue run")
+        raise UserError(f"run={run_dir} has no {SAVED_CONFIG}; give the folder of a peft_glue run")
     cfg = OmegaConf.load(config_file)
-    task: GlueTask = build(cfg.task)
-    method: Method = build(cfg.method, _convert_="all")
-    weights = run_dir / method.export_dir
+    export_dir = get_class(cfg.method._target_).export_dir  # a class attribute: nothing built twice
+    weights = run_dir / export_dir
     if not weights.is_dir():
-        raise UserError(f"run={run_dir} has no {method.export_dir}/ (trained weights): did the run finish?")
-    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    model = method.load(load_model(num_labels=task.num_labels, **model_cfg), weights).eval()
-    tokenizer = load_tokenizer(model_cfg["name_or_path"], model_cfg["trust_remote_code"])
+        raise UserError(f"run={run_dir} has no {export_dir}/ (trained weights): did the run finish?")
+    parts = assemble(cfg, trained_weights=weights)
     data_cfg = {**OmegaConf.to_container(cfg.data, resolve=True), "train_subset": None}
-    datamodule = GlueDataModule(task, tokenizer, predict_file=input_tsv, **data_cfg)
+    datamodule = GlueDataModule(parts.task, parts.tokenizer, predict_file=input_tsv, **data_cfg)
     trainer = pl.Trainer(
         accelerator="auto", devices=1, logger=False, enable_checkpointing=False, enable_model_summary=False
     )
-    predictions = trainer.predict(GlueClassifier(model, task, lr=1.0), datamodule=datamodule)
-    return write_submission((out_dir or run_dir) / task.submission_file, predictions)
+    module = GlueClassifier(parts.model.eval(), parts.task, lr=1.0)
+    predictions = trainer.predict(module, datamodule=datamodule)
+    return write_submission((out_dir or run_dir) / parts.task.submission_file, parts.task, predictions)
 
 
 def main(argv: list[str] | None = None) -> None:

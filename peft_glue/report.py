@@ -26,19 +26,13 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from peft_glue.errors import UserError, exit_with  # noqa: E402
+from peft_glue.rundir import COMPLETED, DRY_RUN, FAILED, METRICS_FILE, RESULTS_FILE, RUNNING, STATUSES  # noqa: E402
 
-# Same name as peft_glue.results.RESULTS_FILE; not imported from there to keep Lightning out of this tool.
-RESULTS_FILE = "results.json"
-METRICS_FILE = "metrics.csv"
-METHOD_ORDER = ["full", "bitfit", "lora"]
-STATUSES = ["completed", "dry_run", "failed", "running"]  # as peft_glue.train writes them
-# results.json field -> table column; accuracy and F1 are shown in %.
-METRICS = {
-    "val.best.accuracy": "acc (best)",
-    "val.last.accuracy": "acc (last)",
-    "val.best.f1": "F1 (best)",
-    "val.last.f1": "F1 (last)",
-}
+# Short column titles of known metrics (any other metric is titled by its name); all are shown in %.
+METRIC_TITLES = {"accuracy": "acc", "f1": "F1"}
+NOT_METRICS = ("epoch", "step")  # also in a val_history entry
+DEFAULT_MONITOR = "accuracy"  # for results.json files written before task_info existed
+UNKNOWN_ORDER = 100  # methods without method_info come after the ones that say where they go
 # Identity fields besides task and method that are shown as columns only where runs differ in them.
 SETTINGS = ["model", "batch_size", "max_epochs", "train_subset"]
 LOSS_WINDOW = 10  # the training-loss curve averages this many logged steps (each the loss of one batch)
@@ -130,11 +124,34 @@ def load_runs(paths: Iterable[Path]) -> pd.DataFrame:
     if not rows:
         raise UserError(f"no {RESULTS_FILE} found below {', '.join(map(str, paths))}")
     runs = pd.DataFrame(rows)
-    for column in ["status", "task", "model", "seed", "method.name", "error", *METRICS, *SETTINGS]:
+    for column in ["status", "task", "model", "seed", "method.name", "error", *SETTINGS]:
         if column not in runs:
             runs[column] = None
+    runs["monitor"] = runs.get("task_info.monitor", pd.Series(None, index=runs.index)).fillna(DEFAULT_MONITOR)
+    runs["method_order"] = runs.get("method_info.order", pd.Series(None, index=runs.index))
+    runs["method_order"] = runs["method_order"].fillna(UNKNOWN_ORDER)
     runs["method_label"] = method_labels(runs)
     return runs
+
+
+def metric_columns(runs: pd.DataFrame) -> dict[str, str]:
+    """results.json field -> table column, for every validation metric the runs have: best, then last."""
+    names = [c.removeprefix("val.best.") for c in runs if c.startswith("val.best.")]
+    columns = {}
+    for name in (n for n in names if n not in NOT_METRICS):
+        title = METRIC_TITLES.get(name, name)
+        columns[f"val.best.{name}"] = f"{title} (best)"
+        columns[f"val.last.{name}"] = f"{title} (last)"
+    return {column: title for column, title in columns.items() if column in runs}
+
+
+def declared_sweeps(runs: pd.DataFrame) -> dict[str, str]:
+    """``method.<hyperparameter>`` -> what it is, for every sweep a method of these runs declares."""
+    sweeps: dict[str, str] = {}
+    for column in (c for c in runs if c.startswith("method_info.sweeps.")):
+        for description in runs[column].dropna().unique():
+            sweeps[f"method.{column.removeprefix('method_info.sweeps.')}"] = str(description)
+    return sweeps
 
 
 def method_labels(runs: pd.DataFrame) -> list[str]:
@@ -223,11 +240,10 @@ def varying_settings(runs: pd.DataFrame) -> list[str]:
 
 
 def sort_order(configs: pd.DataFrame) -> pd.DataFrame:
-    rank = {name: i for i, name in enumerate(METHOD_ORDER)}
-    order = configs["method.name"].map(lambda name: rank.get(name, len(rank)))
-    r = configs["method.r"] if "method.r" in configs else pd.Series(math.nan, index=configs.index)
-    by = ["task", "model", "_order", "_r", "method_label", "lr"]
-    return configs.assign(_order=order, _r=r).sort_values(by, key=_sortable).drop(columns=["_order", "_r"])
+    """By task and model, then methods in their declared order, then swept hyperparameters by value."""
+    swept = [column for column in declared_sweeps(configs) if column in configs]
+    by = ["task", "model", "method_order", "method.name", *swept, "method_label", "lr"]
+    return configs.sort_values(by, key=_sortable)
 
 
 def _sortable(column: pd.Series) -> pd.Series:
@@ -239,15 +255,17 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
 
     Metric columns hold the list of per-seed values; ``mean_std`` formats them.
     """
-    completed = runs[runs["status"] == "completed"]
+    completed = runs[runs["status"] == COMPLETED]
     if completed.empty:
         return pd.DataFrame()
     identity_columns = ["_key", "_identity", "task", "method.name", "method_label", "lr", *SETTINGS]
-    identity_columns += [c for c in ("method.r", "trainable_params", "trainable_percent") if c in runs]
+    identity_columns += ["monitor", "method_order", *(c for c in runs if c.startswith("method_info."))]
+    optional = [*declared_sweeps(runs), "trainable_params", "trainable_percent"]
+    identity_columns += [c for c in optional if c in runs and c not in identity_columns]
     rows = []
     for _, group in completed.groupby("_key", sort=False):
         row = {column: group[column].iloc[0] for column in identity_columns}
-        row.update({metric: group[metric].tolist() for metric in METRICS})
+        row.update({metric: group[metric].tolist() for metric in metric_columns(runs)})
         row.update(seeds=group["seed"].tolist(), n=len(group))
         rows.append(row)
     return sort_order(pd.DataFrame(rows))
@@ -260,7 +278,7 @@ def config_table(configs: pd.DataFrame, columns: dict[str, str], settings: list[
         table[column] = configs[column].map(fmt_value)
     table["trainable params"] = configs.get("trainable_params", pd.Series(dtype=float)).map(fmt_params)
     table["% of model"] = configs.get("trainable_percent", pd.Series(dtype=float)).map(fmt_value)
-    for metric, title in METRICS.items():
+    for metric, title in metric_columns(configs).items():
         if any(not is_missing(v) for values in configs[metric] for v in values):
             table[title] = configs[metric].map(mean_std)
     return table
@@ -279,10 +297,15 @@ def families(configs: pd.DataFrame, swept: Sequence[str], by: str) -> list[pd.Da
 # ---------------------------------------------------------------------------------------------- plots
 
 
-def best_accuracy(family: pd.DataFrame) -> tuple[list[float], list[float]]:
-    """Per configuration: mean and std (0 for a single run) of the best-epoch validation accuracy, in %."""
+def monitored(configs: pd.DataFrame) -> str:
+    """The metric that picks the best epoch of these configurations (those of one task)."""
+    return str(configs["monitor"].iloc[0])
+
+
+def best_values(family: pd.DataFrame) -> tuple[list[float], list[float]]:
+    """Per configuration: mean and std (0 for a single run) of the best epoch's monitored metric, in %."""
     means, stds = [], []
-    for values in family["val.best.accuracy"]:
+    for values in family[f"val.best.{monitored(family)}"]:
         series = pd.Series(values, dtype="float64").dropna() * 100
         means.append(series.mean() if len(series) else math.nan)
         stds.append(series.std() if len(series) > 1 else 0.0)
@@ -296,25 +319,30 @@ def family_label(family: pd.DataFrame, settings: list[str], swept: str | None = 
     return " ".join(words + [f"{column}={fmt_value(first[column])}" for column in settings])
 
 
-def plot_rank_sweep(task: str, task_families: list[pd.DataFrame], settings: list[str], path: Path) -> Path:
-    """Accuracy vs r, with the trainable parameter count on a second y-axis (the cost of each r)."""
+def plot_hyperparameter_sweep(
+    task: str, task_families: list[pd.DataFrame], settings: list[str], column: str, what: str, path: Path
+) -> Path:
+    """The monitored metric vs a method hyperparameter, with the trainable parameter count on a second
+    y-axis (the cost of each value)."""
     fig, ax = plt.subplots(figsize=(6, 4))
     params_ax = ax.twinx()
+    name = column.removeprefix("method.")
     for i, family in enumerate(task_families):
         color = f"C{i}"
-        means, stds = best_accuracy(family)
-        label = f"{family_label(family, settings, 'r')} lr={fmt_value(family['lr'].iloc[0])}"
-        ax.errorbar(family["method.r"], means, yerr=stds, marker="o", capsize=3, color=color, label=label)
+        means, stds = best_values(family)
+        label = f"{family_label(family, settings, name)} lr={fmt_value(family['lr'].iloc[0])}"
+        ax.errorbar(family[column], means, yerr=stds, marker="o", capsize=3, color=color, label=label)
         params_ax.plot(
-            family["method.r"], family["trainable_params"], ls="--", marker="s", color=color, alpha=0.5
+            family[column], family["trainable_params"], ls="--", marker="s", color=color, alpha=0.5
         )
-    ax.set_xscale("log", base=2)
-    ranks = sorted({int(r) for family in task_families for r in family["method.r"]})
-    ax.set_xticks(ranks, [str(r) for r in ranks])
-    ax.set_xlabel("LoRA rank r")
-    ax.set_ylabel("validation accuracy, best epoch (%)")
+    values = sorted({v for family in task_families for v in family[column]})
+    if all(isinstance(v, int | float) and v > 0 for v in values):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(values, [fmt_value(v) for v in values])
+    ax.set_xlabel(f"{what} {name}")
+    ax.set_ylabel(f"validation {monitored(task_families[0])}, best epoch (%)")
     params_ax.set_ylabel("trainable parameters (dashed)")
-    ax.set_title(f"{task}: LoRA rank sweep (mean ± std over seeds)")
+    ax.set_title(f"{task}: {what} sweep (mean ± std over seeds)")
     ax.legend(fontsize="small", loc="lower right")
     return save(fig, path)
 
@@ -322,13 +350,13 @@ def plot_rank_sweep(task: str, task_families: list[pd.DataFrame], settings: list
 def plot_lr_sweep(task: str, task_families: list[pd.DataFrame], settings: list[str], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4))
     for family in task_families:
-        means, stds = best_accuracy(family)
+        means, stds = best_values(family)
         ax.errorbar(
             family["lr"], means, yerr=stds, marker="o", capsize=3, label=family_label(family, settings)
         )
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
-    ax.set_ylabel("validation accuracy, best epoch (%)")
+    ax.set_ylabel(f"validation {monitored(task_families[0])}, best epoch (%)")
     ax.set_title(f"{task}: learning-rate sweep (mean ± std over seeds)")
     ax.legend(fontsize="small")
     return save(fig, path)
@@ -351,7 +379,8 @@ def read_metrics(run_dir: Path) -> pd.DataFrame | None:
 
 
 def plot_curves(task: str, task_runs: pd.DataFrame, path: Path) -> Path | None:
-    """Training loss per step and validation accuracy per epoch; one colour per configuration."""
+    """Training loss per step and the monitored validation metric per epoch; one colour per configuration."""
+    monitor = monitored(task_runs)
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
     colors: dict[str, str] = {}
     drawn = False
@@ -360,7 +389,7 @@ def plot_curves(task: str, task_runs: pd.DataFrame, path: Path) -> Path | None:
         if metrics is None or "step" not in metrics:
             continue
         label = f"{run['method_label']} lr={fmt_value(run['lr'])}"
-        if run["status"] != "completed":
+        if run["status"] != COMPLETED:
             label += f" ({run['status']})"
         color = colors.setdefault(label, f"C{len(colors) % 10}")
         if "train/loss" in metrics:
@@ -368,9 +397,9 @@ def plot_curves(task: str, task_runs: pd.DataFrame, path: Path) -> Path | None:
             smooth = loss["train/loss"].rolling(LOSS_WINDOW, min_periods=1).mean()  # one batch is noisy
             loss_ax.plot(loss["step"], smooth, color=color, alpha=0.7, lw=1)
             drawn |= not loss.empty
-        if "val/accuracy" in metrics and "epoch" in metrics:
-            val = metrics.dropna(subset=["val/accuracy"])
-            acc_ax.plot(val["epoch"], val["val/accuracy"] * 100, color=color, marker="o", alpha=0.7)
+        if f"val/{monitor}" in metrics and "epoch" in metrics:
+            val = metrics.dropna(subset=[f"val/{monitor}"])
+            acc_ax.plot(val["epoch"], val[f"val/{monitor}"] * 100, color=color, marker="o", alpha=0.7)
             drawn |= not val.empty
     if not drawn:
         plt.close(fig)
@@ -381,7 +410,7 @@ def plot_curves(task: str, task_runs: pd.DataFrame, path: Path) -> Path | None:
         ylabel=f"training loss, running mean of {LOSS_WINDOW} logged steps",
         title=f"{task}: training loss (one line per run)",
     )
-    acc_ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title=f"{task}: validation accuracy")
+    acc_ax.set(xlabel="epoch", ylabel=f"validation {monitor} (%)", title=f"{task}: validation {monitor}")
     acc_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     acc_ax.legend(handles=handles, fontsize="small")
     return save(fig, path)
@@ -409,12 +438,12 @@ def write_report(paths: Sequence[Path], out: Path) -> Path:
     )
 
     # failed runs may lack these fields; only the runs in the tables decide which settings need a column
-    tabled = runs[runs["status"].isin(["completed", "dry_run"])]
+    tabled = runs[runs["status"].isin([COMPLETED, DRY_RUN])]
     settings = varying_settings(tabled)
     configs = aggregate(runs)
     lines = header(runs, tabled, paths, settings)
     lines += method_task_section(configs, settings)
-    lines += rank_sweep_section(configs, settings, out)
+    lines += hyperparameter_sweep_sections(runs, configs, settings, out)
     lines += lr_sweep_section(configs, settings, out)
     lines += curves_section(runs, out)
     lines += dry_run_section(runs, settings)
@@ -434,8 +463,9 @@ def header(runs: pd.DataFrame, tabled: pd.DataFrame, paths: Sequence[Path], sett
         + ", ".join(f"{counts[status]} {status}" for status in statuses)
         + ". Every run is a row of `results.csv`.",
         "",
-        "Validation accuracy and F1 in %, as mean ± sample std over runs that differ only by seed, with n "
-        "the number of runs. *best*: the epoch with the best validation accuracy; *last*: the final epoch.",
+        "Validation metrics in %, as mean ± sample std over runs that differ only by seed, with n "
+        "the number of runs. *best*: the epoch with the best value of the task's monitored metric "
+        f"({monitors(runs)}); *last*: the final epoch.",
     ]
     shared = [
         f"{c}={fmt_value(tabled[c].iloc[0])}" for c in SETTINGS if c not in settings and not tabled.empty
@@ -455,22 +485,40 @@ def method_task_section(configs: pd.DataFrame, settings: list[str]) -> list[str]
     return lines + [markdown_table(config_table(configs, columns, settings))]
 
 
-def rank_sweep_section(configs: pd.DataFrame, settings: list[str], out: Path) -> list[str]:
-    lines = ["", "## LoRA rank sweep", ""]
-    found = []
-    if not configs.empty and "method.r" in configs:
-        found = families(configs.dropna(subset=["method.r"]), ["method.r"], "method.r")
-    if not found:
-        return lines + [
-            "No rank sweep here (needs completed LoRA runs that differ only in `method.r`); plot skipped."
-        ]
-    sweep = pd.concat(found)
-    columns = {"task": "task", "method.r": "r", "lr": "lr"}
-    lines.append(markdown_table(config_table(sweep, columns, settings)))
-    for task in sweep["task"].unique():
-        task_families = [family for family in found if family["task"].iloc[0] == task]
-        path = plot_rank_sweep(task, task_families, settings, out / f"rank_sweep_{task}.png")
-        lines += ["", f"![{task}: accuracy and trainable parameters vs r]({path.name})"]
+def monitors(runs: pd.DataFrame) -> str:
+    """Which metric picks the best epoch, per task: ``mrpc: accuracy, stsb: pearson``."""
+    pairs = runs.dropna(subset=["task"]).groupby("task")["monitor"].first()
+    return ", ".join(f"{task}: {monitor}" for task, monitor in pairs.items()) or DEFAULT_MONITOR
+
+
+def hyperparameter_sweep_sections(
+    runs: pd.DataFrame, configs: pd.DataFrame, settings: list[str], out: Path
+) -> list[str]:
+    """One section per sweep that a method declares (``Method.sweeps``, e.g. LoRA's rank)."""
+    lines = []
+    for column, what in declared_sweeps(runs).items():
+        lines += ["", f"## {what} sweep", ""]
+        name = column.removeprefix("method.")
+        found = []
+        if not configs.empty and column in configs:
+            found = families(configs.dropna(subset=[column]), [column], column)
+        if not found:
+            lines.append(
+                f"No {what} sweep here (needs completed runs that differ only in `{column}`); plot skipped."
+            )
+            continue
+        sweep = pd.concat(found)
+        columns = {"task": "task", column: name, "lr": "lr"}
+        lines.append(markdown_table(config_table(sweep, columns, settings)))
+        slug = what.split()[-1].lower()
+        for task in sweep["task"].unique():
+            task_families = [family for family in found if family["task"].iloc[0] == task]
+            path = out / f"{slug}_sweep_{task}.png"
+            plot_hyperparameter_sweep(task, task_families, settings, column, what, path)
+            lines += [
+                "",
+                f"![{task}: {monitored(task_families[0])} and trainable parameters vs {name}]({path.name})",
+            ]
     return lines
 
 
@@ -483,7 +531,7 @@ def lr_sweep_section(configs: pd.DataFrame, settings: list[str], out: Path) -> l
             "learning rate); plot skipped."
         ]
     sweep = pd.concat(found)
-    lines.append("Validation accuracy at the best epoch, % (mean ± std over seeds).")
+    lines.append("The monitored validation metric at the best epoch, % (mean ± std over seeds).")
     for task in sweep["task"].unique():
         task_sweep = sweep[sweep["task"] == task]
         row_label = task_sweep["method_label"].astype(str)
@@ -495,25 +543,26 @@ def lr_sweep_section(configs: pd.DataFrame, settings: list[str], out: Path) -> l
             row = {"method": label}
             for lr in lrs:
                 match = group[group["lr"] == lr]
-                row[f"lr={lr:g}"] = mean_std(match["val.best.accuracy"].iloc[0]) if len(match) else "–"
+                best = match[f"val.best.{monitored(match)}"].iloc[0] if len(match) else None
+                row[f"lr={lr:g}"] = mean_std(best) if len(match) else "–"
             rows.append(row)
         table = pd.DataFrame(rows)
         lines += ["", f"### {task}", "", markdown_table(table)]
         task_families = [family for family in found if family["task"].iloc[0] == task]
         path = plot_lr_sweep(task, task_families, settings, out / f"lr_sweep_{task}.png")
-        lines += ["", f"![{task}: accuracy vs learning rate]({path.name})"]
+        lines += ["", f"![{task}: {monitored(task_sweep)} vs learning rate]({path.name})"]
     return lines
 
 
 def curves_section(runs: pd.DataFrame, out: Path) -> list[str]:
     lines = ["", "## Training curves"]
-    trained = sort_order(runs[runs["status"] != "dry_run"])
+    trained = sort_order(runs[runs["status"] != DRY_RUN])
     for task in sorted(trained["task"].dropna().unique()):
         path = plot_curves(task, trained[trained["task"] == task], out / f"curves_{task}.png")
         if path is None:
             lines += ["", f"{task}: no `{METRICS_FILE}` with logged metrics; plot skipped."]
         else:
-            lines += ["", f"![{task}: training loss and validation accuracy]({path.name})"]
+            lines += ["", f"![{task}: training loss and validation metric]({path.name})"]
     if len(lines) == 2:
         lines += ["", f"No trained runs with a `{METRICS_FILE}`; plots skipped."]
     return lines
@@ -521,7 +570,7 @@ def curves_section(runs: pd.DataFrame, out: Path) -> list[str]:
 
 def dry_run_section(runs: pd.DataFrame, settings: list[str]) -> list[str]:
     """Dry runs only built the model: their parameter counts, one row per configuration."""
-    dry = runs[runs["status"] == "dry_run"]
+    dry = runs[runs["status"] == DRY_RUN]
     if dry.empty:
         return []
     configs = sort_order(dry.groupby("_key", sort=False).first().assign(n=dry.groupby("_key").size()))
@@ -538,15 +587,15 @@ def dry_run_section(runs: pd.DataFrame, settings: list[str]) -> list[str]:
 def problems_section(runs: pd.DataFrame, roots: Sequence[Path]) -> list[str]:
     """Failed, unfinished and otherwise unusable runs, each by folder: none of them is in the tables."""
     lines = ["", "## Failed and unfinished runs", ""]
-    known = {"completed", "dry_run"}
+    known = {COMPLETED, DRY_RUN}
     problems = runs[~runs["status"].isin(known)]
     if problems.empty:
         return lines + ["None: every run completed (or was a dry run)."]
-    for status, title in [("failed", "Failed"), ("running", "Unfinished (status running)")]:
+    for status, title in [(FAILED, "Failed"), (RUNNING, "Unfinished (status running)")]:
         selected = problems[problems["status"] == status]
         if not selected.empty:
             lines += [f"### {title}", "", markdown_table(problem_table(selected, roots)), ""]
-    other = problems[~problems["status"].isin(["failed", "running"])]
+    other = problems[~problems["status"].isin([FAILED, RUNNING])]
     if not other.empty:
         lines += ["### Other status", "", markdown_table(problem_table(other, roots)), ""]
     return lines

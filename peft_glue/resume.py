@@ -1,4 +1,9 @@
-"""Exact resumption of interrupted runs.
+"""Exact resumption of interrupted runs, and what ``resume=`` means (one vocabulary, ``resume_source``).
+
+``resume=`` takes: nothing (null: a fresh run); ``auto`` (the last checkpoint of this run's folder); a run
+folder (continued in place with its saved overrides); a multirun folder (``-m``: every job continued in place,
+finished ones skipped); a ``.ckpt`` file (a new run that starts from it). ``expand_resume`` turns the
+folder forms into ``auto`` plus the saved overrides before Hydra composes the config.
 
 Lightning's checkpoints restore weights, optimizer, scheduler and loop counters. Two more things decide what
 happens next and are restored here: the random number generators (dropout masks) and the position inside the
@@ -15,25 +20,66 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
+from hydra._internal.utils import get_args_parser
+from omegaconf import OmegaConf
 
-from peft_glue.errors import UserError
+from peft_glue.errors import UserError, exit_with
+from peft_glue.rundir import (
+    LAST_CHECKPOINT,
+    MULTIRUN_FILE,
+    SAVED_OVERRIDES,
+    is_multirun_folder,
+    is_run_folder,
+)
+
+AUTO = "auto"
 
 
-def checkpoint_to_resume(resume: str | None, run_dir: Path, checkpoint_dir: Path) -> Path | None:
-    """``resume=auto``: the run's last checkpoint in ``checkpoint_dir`` (ModelCheckpoint's ``dirpath``), if
-    any. ``resume=<file.ckpt>``: that file."""
-    if resume in (None, "", "none", False):
+def resume_source(value: Any) -> str | Path | None:
+    """``resume=`` normalised: None for a fresh run, ``AUTO``, or the path given."""
+    if value is None or value is False or str(value).strip().lower() in ("", "none", "null"):
         return None
-    if resume == "auto" or Path(resume).resolve() == run_dir.resolve():
-        last = checkpoint_dir / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
+    return AUTO if value == AUTO else Path(str(value))
+
+
+def checkpoint_to_resume(resume: Any, run_dir: Path, checkpoint_dir: Path) -> Path | None:
+    """``resume=auto`` (or this run's own folder): the run's last checkpoint in ``checkpoint_dir``
+    (ModelCheckpoint's ``dirpath``), if any. ``resume=<file.ckpt>``: that file."""
+    source = resume_source(resume)
+    if source is None:
+        return None
+    if source == AUTO or Path(source).resolve() == run_dir.resolve():
+        last = checkpoint_dir / LAST_CHECKPOINT
         return last if last.is_file() else None
-    path = Path(resume)
-    if path.is_file():
-        return path
+    if Path(source).is_file():
+        return Path(source)
     raise UserError(
         f"resume={resume}: no such checkpoint; use resume=auto or resume=<run folder or .ckpt file>"
     )
+
+
+def expand_resume(argv: list[str]) -> list[str]:
+    """``resume=<run folder>`` continues that run in place: its saved overrides, its folder, ``resume=auto``.
+    ``-m resume=<multirun folder>`` does the same for every job of a sweep (finished jobs are skipped)."""
+    args, _ = get_args_parser().parse_known_args(argv)
+    value = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("resume=")), None)
+    source = resume_source(value)
+    if source is None or source == AUTO or not Path(source).is_dir():
+        return argv
+    folder = Path(source).resolve()
+
+    def without_resume(overrides: list[str]) -> list[str]:
+        return [o for o in overrides if not o.startswith("resume=")]
+
+    extra = without_resume(args.overrides)  # e.g. trainer.max_epochs=10 to train longer
+    if is_run_folder(folder):
+        saved = without_resume(OmegaConf.load(folder / SAVED_OVERRIDES))
+        return [*saved, *extra, f"hydra.run.dir={folder}", f"resume={AUTO}"]
+    if is_multirun_folder(folder):
+        saved = without_resume(OmegaConf.load(folder / MULTIRUN_FILE).hydra.overrides.task)
+        return ["-m", *saved, *extra, f"hydra.sweep.dir={folder}", f"resume={AUTO}"]
+    exit_with(f"resume={value} is neither a run folder (with .hydra/) nor a multirun folder (multirun.yaml)")
+    return argv
 
 
 def collect_rng_states() -> dict[str, Any]:

@@ -24,25 +24,25 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, TQDMProgressBar
 
-from peft_glue.config import build, check_command_line, expand_resume, register_resolvers
+from peft_glue.callbacks import TrainThroughput
+from peft_glue.components import assemble
+from peft_glue.config import check_command_line, register_resolvers
 from peft_glue.cpu_dropout import use_cpu_dropout
 from peft_glue.data import GlueDataModule
-from peft_glue.distributed import check_strategy, job_scope, launch_ranks_as_this_job, share_cores
-from peft_glue.errors import UserError, exit_with
-from peft_glue.methods import Method
-from peft_glue.models import load_model, load_tokenizer, parameter_summary
-from peft_glue.module import GlueClassifier
-from peft_glue.results import (
-    RunRecord,
-    TrainThroughput,
-    export_trained,
+from peft_glue.distributed import (
+    check_strategy,
     gather_predictions,
-    peak_memory_mb,
-    read_results,
-    write_submission,
+    job_scope,
+    launch_ranks_as_this_job,
+    share_cores,
 )
-from peft_glue.resume import RestoreRandomState, checkpoint_to_resume
-from peft_glue.tasks import GlueTask
+from peft_glue.errors import UserError, exit_with
+from peft_glue.export import export_trained, write_submission
+from peft_glue.hardware import peak_memory_mb
+from peft_glue.models import parameter_summary
+from peft_glue.module import GlueClassifier
+from peft_glue.resume import RestoreRandomState, checkpoint_to_resume, expand_resume, resume_source
+from peft_glue.rundir import COMPLETED, DRY_RUN, FAILED, RunRecord, read_results
 
 log = logging.getLogger("peft_glue")
 
@@ -63,23 +63,20 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
         model_name_or_path=cfg.model.name_or_path,
     )
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    task: GlueTask = build(cfg.task)
-    method: Method = build(cfg.method, _convert_="all")
     if cfg.optimizer.lr <= 0:
         raise UserError(f"optimizer.lr must be > 0 (got {cfg.optimizer.lr}); e.g. optimizer.lr=1e-3")
-
-    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    model = method.apply(load_model(num_labels=task.num_labels, **model_cfg))
+    parts = assemble(cfg)
+    task, method, model = parts.task, parts.method, parts.model
+    record.save(task_info=task.info(), method_info=method.info())
     if cfg.cpu_dropout:
         use_cpu_dropout(model)
     summary = parameter_summary(model)
     log.info("%s on %s: %s", method.name, task.name, summary)
     record.save(**summary)
     if cfg.dry_run:
-        return record.save(status="dry_run")  # None: nothing trained
+        return record.save(status=DRY_RUN)  # None: nothing trained
 
-    tokenizer = load_tokenizer(model_cfg["name_or_path"], model_cfg["trust_remote_code"])
-    datamodule = GlueDataModule(task, tokenizer, seed=cfg.seed, **cfg.data)
+    datamodule = GlueDataModule(task, parts.tokenizer, seed=cfg.seed, **cfg.data)
     module = GlueClassifier(model, task, **cfg.optimizer, warmup_ratio=cfg.scheduler.warmup_ratio)
     throughput = TrainThroughput()
     launch_ranks_as_this_job()  # with trainer=ddp: the other ranks run this job, in its folder
@@ -90,7 +87,7 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
     )
     check_strategy(str(cfg.trainer.strategy), cfg.trainer.use_distributed_sampler, trainer.world_size)
     record.writes = trainer.is_global_zero  # results, exports and submission files: written once, by rank 0
-    run_dir = record.path.parent
+    run_dir = record.folder
     checkpoint = checkpoint_to_resume(cfg.resume, run_dir, Path(cfg.checkpoint.dirpath))
     record.save(resumed_from=str(checkpoint) if checkpoint else None)
     trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
@@ -101,7 +98,7 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
         train_seconds=round(throughput.seconds, 2),
         train_samples=throughput.samples,  # all ranks together
         train_samples_per_second=throughput.samples_per_second,
-        exports=export_trained(method, model, tokenizer, run_dir, merge=cfg.merge) if record.writes else None,
+        exports=export_trained(method, model, parts.tokenizer, run_dir, cfg.merge) if record.writes else None,
     )
 
     if datamodule.test_labelled:
@@ -111,9 +108,9 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
         submission = run_dir / task.submission_file
         predictions = gather_predictions(trainer.predict(module, datamodule=datamodule))
         if record.writes:
-            write_submission(submission, predictions)
+            write_submission(submission, task, predictions)
         record.save(test=None, predictions=str(submission))
-    record.save(status="completed", peak_memory_mb=peak_memory_mb(), threads=torch.get_num_threads())
+    record.save(status=COMPLETED, peak_memory_mb=peak_memory_mb(), threads=torch.get_num_threads())
     return module
 
 
@@ -127,10 +124,11 @@ def callbacks(cfg: DictConfig, throughput: TrainThroughput) -> list[pl.Callback]
     return chosen
 
 
-def objective(record: dict, monitor: str) -> float:
+def objective(record: dict) -> float:
     """What a job returns to Hydra, for hyperparameter search (the Optuna sweeper maximises it): the best
     validation value of the task's monitor metric; NaN when the job failed or never validated, which the
     Optuna sweeper records as a failed trial."""
+    monitor = (record.get("task_info") or {}).get("monitor")
     best = (record.get("val") or {}).get("best") or {}
     return float(best.get(monitor, math.nan))
 
@@ -153,33 +151,32 @@ def run(cfg: DictConfig) -> float:
     record = RunRecord(
         hydra_cfg.runtime.output_dir,
         task=hydra_cfg.runtime.choices.task,
-        method={"name": hydra_cfg.runtime.choices.method, **method_hparams},
+        method={"name": hydra_cfg.runtime.choices.method, **method_hparams},  # as asked, before building
         model=hydra_cfg.runtime.choices.model,
         seed=cfg.seed,
         overrides=list(hydra_cfg.overrides.task),
     )
     in_multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    monitor = build(cfg.task).monitor
-    previous = read_results(record.path.parent)
-    if cfg.resume and previous.get("status") == "completed":
-        log.info("%s already completed; nothing to resume", record.path.parent)
-        return objective(previous, monitor)
+    previous = read_results(record.folder)
+    if resume_source(cfg.resume) is not None and previous.get("status") == COMPLETED:
+        log.info("%s already completed; nothing to resume", record.folder)
+        return objective(previous)
     with job_scope():
         try:
             # parallel jobs of a launcher (joblib's n_jobs) share the cores instead of oversubscribing them
             share_cores(cfg.threads, hydra_cfg.launcher.get("n_jobs") if in_multirun else None)
             train(cfg, record)
         except UserError as error:
-            record.save(status="failed", error=str(error))
+            record.save(status=FAILED, error=str(error))
             if not in_multirun:
                 exit_with(str(error))
             log.error("job failed: %s", error)
         except Exception as error:
-            record.save(status="failed", error=f"{type(error).__name__}: {error}")
+            record.save(status=FAILED, error=f"{type(error).__name__}: {error}")
             if not in_multirun:
                 raise
             log.exception("job failed")
-    return objective(record, monitor)
+    return objective(record)
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from peft_glue.methods import LoRA, apply_bitfit
 from peft_glue.module import GlueClassifier
 from peft_glue.predict import main as predict_main
 from peft_glue.report import read_metrics
-from peft_glue.results import RunRecord, write_atomic, write_folder_atomic
+from peft_glue.rundir import RunRecord, write_atomic, write_folder_atomic
 from peft_glue.tasks import MRPC
 from peft_glue.train import train
 

@@ -10,8 +10,9 @@ import pytest
 import torch
 from torch.utils.data import BatchSampler
 
-from peft_glue import config
-from peft_glue.data import GlueDataModule, LengthGroupedSampler, SortedBatchSampler, load_glue, read_glue_tsv
+from peft_glue import hardware
+from peft_glue.data import GlueDataModule, load_glue, read_glue_tsv
+from peft_glue.samplers import LengthGroupedSampler, SortedBatchSampler
 from peft_glue.errors import UserError
 from peft_glue.models import load_tokenizer
 from peft_glue.tasks import MRPC, SST2
@@ -192,7 +193,7 @@ def test_dataloader_workers_only_on_gpus_and_leave_a_core_per_gpu(monkeypatch, c
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(cores)), raising=False)
-    assert config.dataloader_workers() == workers
+    assert hardware.dataloader_workers() == workers
 
 
 @pytest.mark.parametrize(
@@ -205,5 +206,5 @@ def test_default_precision_is_bf16_only_where_the_hardware_runs_it_fast(
 ):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: gpu_bf16)
-    monkeypatch.setattr(config, "cpu_has_fast_bf16", lambda: cpu_bf16)
-    assert config.best_precision() == precision
+    monkeypatch.setattr(hardware, "cpu_has_fast_bf16", lambda: cpu_bf16)
+    assert hardware.best_precision() == precision

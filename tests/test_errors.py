@@ -8,7 +8,7 @@ import pytest
 
 from peft_glue.config import check_command_line
 from peft_glue.errors import UserError
-from peft_glue.results import RunRecord
+from peft_glue.rundir import RunRecord
 from peft_glue.train import train
 
 from .conftest import compose_cfg, run_cli, tiny_overrides

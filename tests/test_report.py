@@ -8,9 +8,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from peft_glue.methods import BitFit, Full, LoRA
 from peft_glue.report import load_runs, main, markdown_table, mean_std, read_metrics, write_report
+from peft_glue.tasks import MRPC, SST2
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+TASKS = {task.name: task for task in (MRPC, SST2)}
+METHODS = {method.name: method for method in (Full, BitFit, LoRA)}
 LORA = {"name": "lora", "lr": 1e-3, "r": 8, "alpha": 8, "dropout": 0.0, "target_modules": ["query"]}
 
 
@@ -35,6 +39,8 @@ def write_run(
     record = {"status": status, "task": task, "method": method, "model": "minilm", "seed": seed}
     if status != "failed":
         record.update(
+            task_info=TASKS[task]().info(),
+            method_info=METHODS[method["name"]].info(),
             optimizer={"lr": lr or method["lr"], "weight_decay": 0.01},
             batch_size=batch_size,
             train_subset=None,

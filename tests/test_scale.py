@@ -14,7 +14,7 @@ from transformers import BertConfig, BertForSequenceClassification, BertTokenize
 
 from peft_glue import distributed
 from peft_glue.config import check_command_line
-from peft_glue.data import (
+from peft_glue.samplers import (
     EpochPosition,
     GroupedBatches,
     LengthGroupedSampler,
@@ -22,7 +22,7 @@ from peft_glue.data import (
     deal_batches,
 )
 from peft_glue.errors import UserError
-from peft_glue.results import RunRecord
+from peft_glue.rundir import RunRecord
 from peft_glue.train import train
 
 from .conftest import compose_cfg, run_cli, tiny_overrides

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from torch import nn
 
-from peft_glue import train as train_module
+from peft_glue import components
 from peft_glue.module import GlueClassifier
-from peft_glue.results import RunRecord
+from peft_glue.rundir import RunRecord
 from peft_glue.train import train
 
 from .conftest import compose_cfg, run_cli, tiny_overrides
@@ -114,7 +114,7 @@ def test_dropout_is_active_inside_training_step(tiny_bert, tiny_glue, tmp_path, 
 
     monkeypatch.setattr(GlueClassifier, "training_step", spy)
     # from_pretrained hands back eval mode; the module must switch dropout on for training
-    monkeypatch.setattr(train_module, "load_model", _eval_mode(train_module.load_model))
+    monkeypatch.setattr(components, "load_model", _eval_mode(components.load_model))
     cfg = compose_cfg(["method=full", *tiny_overrides(tiny_bert, tiny_glue)], tmp_path)
     train(cfg, RunRecord(tmp_path))
     assert modes and all(modes)

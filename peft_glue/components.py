@@ -1,0 +1,41 @@
+"""One place that turns a config into the parts of a run: task, method, model (with the method applied, or
+with trained weights loaded) and tokenizer. Training and ``predict`` both build through ``assemble``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from peft_glue.config import build
+from peft_glue.methods import Method
+from peft_glue.models import load_model, load_tokenizer
+from peft_glue.tasks import GlueTask
+
+
+@dataclass
+class Components:
+    task: GlueTask
+    method: Method
+    model: nn.Module
+    model_config: dict = field(repr=False)
+
+    @cached_property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        """Loaded on first use: a dry run never needs it (and may have no tokenizer offline)."""
+        return load_tokenizer(self.model_config["name_or_path"], self.model_config["trust_remote_code"])
+
+
+def assemble(cfg: DictConfig, trained_weights: Path | None = None) -> Components:
+    """The task and method of ``cfg``, and its model: the method applied to the base model for training, or,
+    with ``trained_weights`` (a run's export folder), the trained model loaded onto a fresh base model."""
+    task: GlueTask = build(cfg.task)
+    method: Method = build(cfg.method, _convert_="all")
+    model_config = OmegaConf.to_container(cfg.model, resolve=True)
+    base = load_model(num_labels=task.num_labels, **model_config)
+    model = method.apply(base) if trained_weights is None else method.load(base, trained_weights)
+    return Components(task, method, model, model_config)

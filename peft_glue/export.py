@@ -1,0 +1,43 @@
+"""What a trained run exports: its weights in the method's format (and merged, on request) and the GLUE
+submission file of its predictions. Every file is written atomically (``rundir.write_*_atomic``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from peft_glue.methods import Method
+from peft_glue.rundir import MERGED_DIR, write_atomic, write_folder_atomic
+from peft_glue.tasks import GlueTask
+
+
+def export_trained(
+    method: Method, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, run_dir: Path, merge: bool
+) -> dict[str, str]:
+    """The trained weights in the method's own format (and, with merge, as a plain transformers model)."""
+
+    def save_merged(folder: Path) -> None:
+        method.merged(model).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
+    exports = {
+        "weights": str(write_folder_atomic(run_dir / method.export_dir, lambda f: method.save(model, f)))
+    }
+    if merge:
+        exports["merged"] = str(write_folder_atomic(run_dir / MERGED_DIR, save_merged))
+    return exports
+
+
+def write_submission(
+    path: Path, task: GlueTask, predictions: list[tuple[torch.Tensor, torch.Tensor]]
+) -> Path:
+    """GLUE leaderboard format: `index<TAB>prediction`, one line per test example, in index order, each
+    prediction as the task writes it (a class name or a score)."""
+    indices = torch.cat([idx for idx, _ in predictions]).tolist()
+    values = torch.cat([pred for _, pred in predictions]).tolist()
+    rows = sorted(zip(indices, values, strict=True))
+    lines = ["index\tprediction", *(f"{i}\t{task.format_prediction(value)}" for i, value in rows)]
+    write_atomic(path, "\n".join(lines) + "\n")
+    return path
