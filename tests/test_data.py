@@ -12,9 +12,9 @@ from torch.utils.data import BatchSampler
 
 from peft_glue import hardware
 from peft_glue.data import GlueDataModule, load_glue, read_glue_tsv
-from peft_glue.samplers import LengthGroupedSampler, SortedBatchSampler
 from peft_glue.errors import UserError
 from peft_glue.models import load_tokenizer
+from peft_glue.samplers import LengthGroupedSampler, SortedBatchSampler
 from peft_glue.tasks import MRPC, SST2
 
 from .conftest import BOM, SHARED_GLUE, write_tiny_glue

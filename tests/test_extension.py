@@ -111,9 +111,10 @@ def test_a_toy_task_and_method_train_predict_and_report(tiny_bert, tmp_path):
         assert submission[0] == "index\tprediction" and len(submission) == 13
         assert {line.split("\t")[1] for line in submission[1:]} <= {"sad", "plain", "glad"}
         assert (run_dir / "top_layers" / "weights.safetensors").is_file()
-    assert read_results(sweep / "layers=0")["trainable_params"] < read_results(sweep / "layers=2")[
-        "trainable_params"
-    ]
+    assert (
+        read_results(sweep / "layers=0")["trainable_params"]
+        < read_results(sweep / "layers=2")["trainable_params"]
+    )
 
     report = write_report([sweep], tmp_path / "report").read_text()
     assert "## top-layer count sweep" in report and "top-layer_sweep_mood.png" not in report

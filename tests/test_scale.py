@@ -14,6 +14,8 @@ from transformers import BertConfig, BertForSequenceClassification, BertTokenize
 
 from peft_glue import distributed
 from peft_glue.config import check_command_line
+from peft_glue.errors import UserError
+from peft_glue.rundir import RunRecord
 from peft_glue.samplers import (
     EpochPosition,
     GroupedBatches,
@@ -21,8 +23,6 @@ from peft_glue.samplers import (
     SortedBatchSampler,
     deal_batches,
 )
-from peft_glue.errors import UserError
-from peft_glue.rundir import RunRecord
 from peft_glue.train import train
 
 from .conftest import compose_cfg, run_cli, tiny_overrides
