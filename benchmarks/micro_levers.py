@@ -1,11 +1,11 @@
 """Candidate speed-ups for a CPU training step, each timed against what peft_glue does now.
 
-    .venv/bin/python benchmarks/micro_levers.py            # all three
-    .venv/bin/python benchmarks/micro_levers.py attention  # or: dropout, matmul
+    .venv/bin/python -m benchmarks.micro_levers            # all three
+    .venv/bin/python -m benchmarks.micro_levers attention  # or: dropout, matmul
 
-After cpu_dropout, a third of a step is still outside the matrix multiplies (profile_step.py). Each check
-here times one idea for that third on the shapes of a MiniLM step (batch 32, 12 heads of 32, hidden 384,
-SST-2 ~15 and MRPC ~55 tokens), forward and backward, median of many calls in one process:
+After cpu_dropout, a third of a step is still outside the matrix multiplies (benchmarks.profile_step).
+Each check here times one idea for that third on the shapes of a MiniLM step (batch 32, 12 heads of 32,
+hidden 384, SST-2 ~15 and MRPC ~55 tokens), forward and backward, median of many calls in one process:
 
   attention  peft_glue.cpu_dropout's attention vs one that folds the 1/sqrt(d) scale and the padding mask
              into the QK^T matmul (baddbmm), saving two passes over the scores forward and backward
@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 import torch
 
-from peft_glue.cpu_dropout import lane_thresholds, fast_dropout, lane_mask, sdpa_with_cpu_dropout
+from peft_glue.cpu_dropout import fast_dropout, lane_mask, lane_thresholds, sdpa_with_cpu_dropout
 
 HEADS, HEAD_DIM, HIDDEN, BATCH, P = 12, 32, 384, 32, 0.1
 

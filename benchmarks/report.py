@@ -1,0 +1,164 @@
+"""bench_train's report: the per-variant summary and ratios, written as JSON and as a Markdown table."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from benchmarks.flops import FlopModel
+from benchmarks.variants import VARIANTS
+
+
+def summarise(
+    runs: dict[str, list[dict]],
+    errors: dict[str, list[str]],
+    examples: dict[str, int],
+    lengths: list[int],
+    framework_shapes: list[tuple[int, int]] | None,
+    flop_model: FlopModel,
+    peak: dict,
+) -> dict[str, dict]:
+    """Per variant: the median and every repeat's samples/s, peak memory, useful and executed FLOP/s and
+    their share of the matmul peak. ``examples``: how many examples each variant trained on;
+    ``framework_shapes``: the (batch size, padded length) of (a)'s batches, None if unknown."""
+    summary: dict[str, dict] = {}
+    for name, results in runs.items():
+        variant = VARIANTS[name]
+        entry: dict[str, Any] = {
+            "letter": variant.letter,
+            "description": variant.description,
+            "errors": errors[name],
+        }
+        summary[name] = entry
+        if not results:
+            continue
+        count = examples[name]
+        values = [r["samples_per_second"] for r in results]
+        median = statistics.median(values)
+        precision = results[0].get("precision") or "unknown"
+        shapes = framework_shapes if name == "framework" else results[0].get("batch_shapes")
+        useful = flop_model.useful(lengths[:count])
+        executed = flop_model.executed(shapes) if shapes else None
+        peak_flops = peak["bf16"] if "bf16" in precision else peak["fp32"]
+        seconds_at_median = count / median
+        entry.update(
+            precision=precision,
+            examples=count,
+            median_samples_per_second=median,
+            samples_per_second=values,
+            seconds=[r["seconds"] for r in results],
+            peak_memory_mb=max(
+                (r["peak_memory_mb"] for r in results if r.get("peak_memory_mb")), default=None
+            ),
+            useful_tokens=sum(lengths[:count]),
+            executed_tokens=sum(count * length for count, length in shapes) if shapes else None,
+            useful_flops=useful,
+            executed_flops=executed,
+            useful_flop_per_second=useful / seconds_at_median,
+            executed_flop_per_second=executed / seconds_at_median if executed else None,
+            peak_flop_per_second=peak_flops,
+            useful_fraction_of_peak=useful / seconds_at_median / peak_flops,
+            executed_fraction_of_peak=executed / seconds_at_median / peak_flops if executed else None,
+        )
+        if name == "framework":
+            entry["command"] = results[0]["command"]
+        else:
+            entry["trainer_samples_per_second"] = [r["trainer_samples_per_second"] for r in results]
+            entry["train_loss"] = [r["train_loss"] for r in results]
+            entry["slice_fingerprint"] = results[0]["slice_fingerprint"]
+    return summary
+
+
+def ratios(summary: dict[str, dict]) -> dict[str, float]:
+    """(a)'s median samples/s divided by each baseline's: above 1 means the framework trains faster."""
+    framework = summary.get("framework", {}).get("median_samples_per_second")
+    out = {}
+    for name, entry in summary.items():
+        if name != "framework" and framework and entry.get("median_samples_per_second"):
+            out[f"framework/{name}"] = framework / entry["median_samples_per_second"]
+    return out
+
+
+def fmt(value: float | None, digits: int = 1, scale: float = 1.0, suffix: str = "") -> str:
+    return "–" if value is None else f"{value / scale:,.{digits}f}{suffix}"
+
+
+def markdown(report: dict) -> str:
+    """The report as a Markdown page: set-up, machine, slice, and one table row per variant."""
+    cfg, machine, peak, data = report["config"], report["machine"], report["matmul_peak"], report["slice"]
+    versions = ", ".join(f"{k} {v}" for k, v in machine["versions"].items())
+    yes_no = {True: "yes", False: "no"}
+    same = {True: "same examples", False: "DIFFERENT examples", None: "not checked"}[
+        data["framework_matches"]
+    ]
+    lines = [
+        f"# Training throughput: {cfg['task']}, {cfg['method']} (minilm, batch {cfg['batch_size']}, "
+        f"seed {cfg['seed']}, 1 epoch)",
+        "",
+        f"- Command: `{report['command']}`",
+        f"- Date: {report['started']}",
+        f"- Machine: {machine['cpu_model']}, {machine['cpu_cores']} cores ({peak['threads']} torch threads), "
+        f"device {peak['device']}; avx512_bf16: {yes_no[machine['avx512_bf16']]}, "
+        f"amx_bf16: {yes_no[machine['amx_bf16']]}",
+        f"- Versions: python {machine['python']}, {versions}",
+        f"- Matmul peak ({peak['size']}x{peak['size']}, best of 5): "
+        f"fp32 {fmt(peak['fp32'], 1, 1e9)} GFLOP/s, bf16 {fmt(peak['bf16'], 1, 1e9)} GFLOP/s",
+        f"- Slice: {data['examples']} examples of {cfg['task']} train, {data['real_tokens']:,} real tokens "
+        f"(mean {data['mean_length']:.1f}, max {data['max_length']}), fingerprint {data['fingerprint']}; "
+        f"framework's own loader: {same}",
+        f"- Repeats: {cfg['repeats']}, variants interleaved; median samples/s shown",
+        "",
+        "| | variant | precision | examples | median samples/s | all repeats | (a) ÷ this | peak MB "
+        "| useful GFLOP/s | % peak | executed GFLOP/s | % peak |",
+        "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    ratio = report["ratios"]
+    for name, entry in report["variants"].items():
+        if "median_samples_per_second" not in entry:
+            error = "; ".join(entry["errors"])[:200].replace("|", "\\|")
+            lines.append(f"| {entry['letter']} | {name} | failed: {error} |")
+            continue
+        values = ", ".join(fmt(v) for v in entry["samples_per_second"])
+        lines.append(
+            f"| {entry['letter']} | {name} | {entry['precision']} | {entry['examples']} "
+            f"| {fmt(entry['median_samples_per_second'])} | {values} "
+            f"| {fmt(ratio.get(f'framework/{name}'), 2, suffix='x') if name != 'framework' else '1.00x'} "
+            f"| {fmt(entry['peak_memory_mb'], 0)} "
+            f"| {fmt(entry['useful_flop_per_second'], 2, 1e9)} "
+            f"| {fmt(entry['useful_fraction_of_peak'], 1, 0.01)} "
+            f"| {fmt(entry['executed_flop_per_second'], 2, 1e9)} "
+            f"| {fmt(entry['executed_fraction_of_peak'], 1, 0.01)} |"
+        )
+    lines += [
+        "",
+        "Samples/s: training examples / seconds from the start to the end of the training loop (the "
+        "framework's `train_samples_per_second` in results.json; for the baselines a TrainerCallback over "
+        "on_train_begin..on_train_end); model loading, tokenization and dataloader setup excluded, first "
+        "steps included. Peak MB: peak RSS of the variant's own process (peak CUDA memory allocated on a "
+        "GPU), the largest over repeats; it includes loading and tokenizing (the framework also loads the "
+        "validation and test splits). Useful FLOPs count real tokens only; executed FLOPs count every "
+        f"padded position the kernels computed (per-batch padded length; {cfg['max_length']} for (b)). "
+        "Training FLOPs = 3x forward for full fine-tuning; for LoRA/BitFit frozen projections 2x, attention "
+        "3x. % peak: against the square-matmul peak at the precision used (bf16 for bf16 runs). See "
+        "benchmarks/README.md.",
+    ]
+    if cfg["padded_examples"] < cfg["examples"]:
+        lines += [
+            "",
+            f"(b) was timed on the first {cfg['padded_examples']} examples of the slice: every batch is "
+            f"padded to {cfg['max_length']} tokens, so its cost per batch does not depend on the sentences "
+            "and samples/s from a prefix stands for the whole slice.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict, json_path: Path) -> str:
+    """Write the report to ``json_path`` and its Markdown table next to it (.md); returns the table."""
+    md_path = json_path.with_suffix(".md")
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(report, indent=2) + "\n")
+    text = markdown(report)
+    md_path.write_text(text)
+    return text
