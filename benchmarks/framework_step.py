@@ -8,13 +8,14 @@ from dataclasses import dataclass
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from benchmarks.hydra_config import Hyperparameters, compose_config, override_value
 from benchmarks.options import add_training_options
+from peft_glue.components import assemble
 from peft_glue.cpu_dropout import use_cpu_dropout
 from peft_glue.data import GlueDataModule
-from peft_glue.models import load_model, load_tokenizer
+from peft_glue.models import load_tokenizer
 from peft_glue.module import GlueClassifier
 from peft_glue.tasks import GlueTask
 
@@ -58,9 +59,7 @@ class FrameworkStep:
     def new_module(self) -> GlueClassifier:
         """A fresh classifier with the method applied and the configured dropout (`cpu_dropout`), in the
         framework's LightningModule: ``module(batch)`` gives the logits."""
-        method = instantiate(self.cfg.method, _convert_="all")
-        model_cfg = OmegaConf.to_container(self.cfg.model, resolve=True)
-        model = method.apply(load_model(num_labels=self.task.num_labels, **model_cfg))
+        model = assemble(self.cfg).model  # as training builds it
         if self.cfg.cpu_dropout:
             use_cpu_dropout(model)
         return GlueClassifier(model, self.task, **self.cfg.optimizer, warmup_ratio=self.hparams.warmup_ratio)
