@@ -25,6 +25,7 @@ from omegaconf import OmegaConf
 
 from peft_glue.errors import UserError, exit_with
 from peft_glue.rundir import (
+    CHECKPOINT_DIR,
     LAST_CHECKPOINT,
     MULTIRUN_FILE,
     SAVED_OVERRIDES,
@@ -58,13 +59,49 @@ def checkpoint_to_resume(resume: Any, run_dir: Path, checkpoint_dir: Path) -> Pa
     )
 
 
+class RunIdentity(pl.Callback):
+    """Saves which method and model wrote a checkpoint, so that resuming it with another is refused before
+    anything loads (``check_checkpoint``)."""
+
+    def __init__(self, method: str | None, model: str | None) -> None:
+        self.identity = {"method": method, "model": model}
+
+    def state_dict(self) -> dict[str, Any]:
+        return dict(self.identity)
+
+
+def check_checkpoint(path: Path, method: str | None, model: str | None) -> None:
+    """One line, naming the path, for a file that is not a Lightning checkpoint or that another method or
+    model wrote; read with ``weights_only=True`` (nothing in it runs) and memory-mapped (cheap)."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:
+        raise UserError(
+            f"resume={path} is not a Lightning checkpoint ({type(error).__name__}); give a run folder or "
+            f"a .ckpt from a run's {CHECKPOINT_DIR}/"
+        ) from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise UserError(f"resume={path} is not a Lightning checkpoint (it holds no state_dict)")
+    saved = (checkpoint.get("callbacks") or {}).get(RunIdentity.__qualname__) or {}
+    for key, wanted in (("method", method), ("model", model)):
+        if None not in (saved.get(key), wanted) and saved[key] != wanted:
+            raise UserError(
+                f"resume={path} was written by a run with {key}={saved[key]}, not {key}={wanted}; "
+                f"resume it with {key}={saved[key]}, or start a new run without resume="
+            )
+
+
 def expand_resume(argv: list[str]) -> list[str]:
     """``resume=<run folder>`` continues that run in place: its saved overrides, its folder, ``resume=auto``.
     ``-m resume=<multirun folder>`` does the same for every job of a sweep (finished jobs are skipped)."""
     args, _ = get_args_parser().parse_known_args(argv)
     value = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("resume=")), None)
     source = resume_source(value)
-    if source is None or source == AUTO or not Path(source).is_dir():
+    if source is None or source == AUTO:
+        return argv
+    if not Path(source).exists():
+        exit_with(f"resume={value}: no such file or folder; give a run folder, a multirun folder or a .ckpt")
+    if not Path(source).is_dir():
         return argv
     folder = Path(source).resolve()
 

@@ -41,7 +41,14 @@ from peft_glue.export import export_trained, write_submission
 from peft_glue.hardware import peak_memory_mb
 from peft_glue.models import parameter_summary
 from peft_glue.module import GlueClassifier
-from peft_glue.resume import RestoreRandomState, checkpoint_to_resume, expand_resume, resume_source
+from peft_glue.resume import (
+    RestoreRandomState,
+    RunIdentity,
+    check_checkpoint,
+    checkpoint_to_resume,
+    expand_resume,
+    resume_source,
+)
 from peft_glue.rundir import COMPLETED, DRY_RUN, FAILED, RunRecord, read_results
 
 log = logging.getLogger("peft_glue")
@@ -65,6 +72,11 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.optimizer.lr <= 0:
         raise UserError(f"optimizer.lr must be > 0 (got {cfg.optimizer.lr}); e.g. optimizer.lr=1e-3")
+    run_dir = record.folder
+    checkpoint = checkpoint_to_resume(cfg.resume, run_dir, Path(cfg.checkpoint.dirpath))
+    identity = RunIdentity((record.get("method") or {}).get("name"), record.get("model"))
+    if checkpoint:  # before anything loads: a wrong file is one line, not a model download
+        check_checkpoint(checkpoint, **identity.identity)
     parts = assemble(cfg)
     task, method, model = parts.task, parts.method, parts.model
     record.save(task_info=task.info(), method_info=method.info())
@@ -83,12 +95,10 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
     trainer = pl.Trainer(
         **cfg.trainer,
         logger=[instantiate(logger) for logger in cfg.logger.values()] if cfg.logger else False,
-        callbacks=callbacks(cfg, throughput),
+        callbacks=[*callbacks(cfg, throughput), identity],
     )
     check_strategy(str(cfg.trainer.strategy), cfg.trainer.use_distributed_sampler, trainer.world_size)
     record.writes = trainer.is_global_zero  # results, exports and submission files: written once, by rank 0
-    run_dir = record.folder
-    checkpoint = checkpoint_to_resume(cfg.resume, run_dir, Path(cfg.checkpoint.dirpath))
     record.save(resumed_from=str(checkpoint) if checkpoint else None)
     trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
     history = module.val_history

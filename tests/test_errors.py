@@ -92,3 +92,30 @@ def test_a_failing_job_does_not_stop_the_sweep(tiny_bert, tiny_glue, tmp_path):
     assert_one_line_error(result, "1 job(s) failed", "method.r must be")
     statuses = [json.loads(p.read_text())["status"] for p in sorted(sweep.glob("*/results.json"))]
     assert statuses == ["failed", "completed"]
+
+
+def test_resume_sources_are_checked_before_anything_loads(tiny_bert, tiny_glue, tmp_path):
+    """A wrong resume= is one line that names the path, before any model or data is loaded (the default
+    model, bert-base-uncased, cannot even be downloaded here: its error would be the wrong one)."""
+    missing = tmp_path / "no_such_run"
+    assert_one_line_error(run_cli(f"resume={missing}", cwd=tmp_path), f"resume={missing}", "no such file")
+    not_a_checkpoint = tmp_path / "notes.ckpt"
+    not_a_checkpoint.write_text("not a checkpoint\n")
+    assert_one_line_error(
+        run_cli(f"resume={not_a_checkpoint}", cwd=tmp_path),
+        str(not_a_checkpoint),
+        "not a Lightning checkpoint",
+    )
+    plain_folder = tmp_path / "plain"
+    plain_folder.mkdir()
+    assert_one_line_error(run_cli(f"resume={plain_folder}", cwd=tmp_path), "neither a run folder")
+
+    run_dir = tmp_path / "bitfit_run"
+    overrides = [*tiny_overrides(tiny_bert, tiny_glue), "trainer.max_epochs=1"]
+    done = run_cli("method=bitfit", *overrides, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    other = run_cli(
+        "method=lora", f"resume={ckpt}", *overrides, "model.name_or_path=/never/loaded", cwd=tmp_path
+    )
+    assert_one_line_error(other, str(ckpt), "method=bitfit, not method=lora")
