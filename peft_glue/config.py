@@ -13,16 +13,18 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import InstantiationException, MissingConfigException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigAttributeError
+from omegaconf.errors import ConfigAttributeError, ValidationError
 
 from peft_glue.errors import UserError, exit_with
 from peft_glue.hardware import best_precision, dataloader_workers
 from peft_glue.models import package_model_path
+from peft_glue.schema import check_typed_groups, describe, register_schema, schema_field, wrong_value
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 def register_resolvers() -> None:
+    """What composing the config needs besides conf/: our resolvers and the schema."""
     for name, resolver in {
         "best_precision": best_precision,
         "dataloader_workers": dataloader_workers,
@@ -30,6 +32,7 @@ def register_resolvers() -> None:
     }.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
+    register_schema()
 
 
 def build(node: DictConfig, **kwargs: Any) -> Any:
@@ -55,6 +58,28 @@ def chosen_options(override: Any) -> list[str]:
     return [str(v) for v in values]
 
 
+def sweep_values(override: Any) -> list[str]:
+    """Every value of a sweep override (`a=1,2`, `a=range(1,3)`); [] for a search interval (Optuna)."""
+    try:
+        return list(override.sweep_string_iterator())
+    except Exception:
+        return []
+
+
+def jobs_to_check(overrides: list[str]) -> list[list[str]]:
+    """The first job's overrides, then one variant of it per other value of each sweep, so that a wrong
+    value anywhere in a sweep is found before the first job starts."""
+    first = first_of_each_sweep(overrides)
+    parsed = [o for o in OverridesParser.create().parse_overrides(overrides) if not o.is_hydra_override()]
+    jobs = [first]
+    for position, override in enumerate(parsed):
+        if override.is_sweep_override():
+            key = override.get_key_element()
+            for value in sweep_values(override)[1:]:
+                jobs.append([*first[:position], f"{key}={value}", *first[position + 1 :]])
+    return jobs
+
+
 def first_of_each_sweep(overrides: list[str]) -> list[str]:
     """The overrides of a multirun's first job (sweeps `a=1,2` become `a=1`); hydra's own keys dropped."""
     first = []
@@ -67,11 +92,8 @@ def first_of_each_sweep(overrides: list[str]) -> list[str]:
             unknown = [v for v in chosen_options(override) if v not in group_options(group)]
             if unknown:
                 exit_with(unknown_option(group, unknown[0]))
-        value = (
-            next(iter(override.sweep_string_iterator()))
-            if override.is_sweep_override()
-            else override.get_value_element_as_str()
-        )
+        values = sweep_values(override) if override.is_sweep_override() else []
+        value = values[0] if values else override.get_value_element_as_str()
         key = override.get_key_element()
         first.append(key if override.is_delete() and override.value() is None else f"{key}={value}")
     return first
@@ -91,12 +113,18 @@ def check_command_line(argv: list[str]) -> None:
     ):
         return
     try:
-        overrides = first_of_each_sweep(args.overrides)
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
             check_hydra_plugins(args.overrides)
-            compose(args.config_name or "config", overrides=overrides)
+            for overrides in jobs_to_check(args.overrides):
+                cfg = compose(args.config_name or "config", overrides=overrides)
+                choices = [o for o in overrides if (CONFIG_DIR / o.split("=")[0].lstrip("+~")).is_dir()]
+                check_typed_groups(
+                    cfg, lambda choices=choices: compose(args.config_name or "config", overrides=choices)
+                )
     except MissingConfigException as error:
         exit_with(explain_missing_option(error))
+    except UserError as error:
+        exit_with(str(error))
     except Exception as error:  # hydra/omegaconf composition and override-grammar errors
         exit_with(explain_override_error(error))
 
@@ -151,5 +179,9 @@ def explain_override_error(error: Exception) -> str:
             f"unknown key '{cause.full_key}': check its spelling (`python -m peft_glue.train --cfg job` "
             f"prints every key), or add a new key with a leading +"
         )
+    if isinstance(cause, ValidationError) and cause.full_key:
+        hint, default = schema_field(cause.full_key)
+        expected = describe(hint) if hint is not None else cause.msg.splitlines()[0]
+        return wrong_value(cause.full_key, cause.value, expected, default)
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
     return " ".join(lines[:3]) or "invalid command line"

@@ -1,0 +1,343 @@
+"""The config's schema: the type and allowed values of every key, so a wrong value is refused when the config
+is composed (before any data or weights load) and reported in one line that names the key.
+
+- The top level and the nodes whose keys are fixed (the ``model`` group, ``data``, ``optimizer``,
+  ``scheduler``, ``checkpoint``) are dataclasses registered in Hydra's ConfigStore; ``conf/config.yaml`` lists
+  ``config_schema`` first in its defaults, so OmegaConf checks every override against them. The yaml files
+  keep the defaults and their comments.
+- ``task`` and ``method`` are checked against the dataclass of the class the yaml's ``_target_`` names (a task
+  or method class is its own schema: a new one needs no entry here), and ``trainer`` against the signature of
+  ``pytorch_lightning.Trainer`` (names and types), by ``check_typed_groups``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import inspect
+import logging
+import re
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional
+
+from hydra.core.config_store import ConfigStore
+from hydra.utils import get_class
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+
+from peft_glue.errors import UserError
+
+# ruff: noqa: UP045  (OmegaConf 2.3 reads Optional[...], not X | None, in dataclass fields)
+
+
+@dataclass
+class ModelConf:
+    name_or_path: str = MISSING
+    pretrained: bool = True
+    trust_remote_code: bool = False
+    architecture: Optional[dict[str, Any]] = None  # BertConfig-style keys, for model.pretrained=false
+
+
+@dataclass
+class DataConf:
+    data_dir: Optional[str] = None
+    batch_size: int = 16
+    eval_batch_size: int = 16
+    max_length: int = 128
+    group_by_length: bool = True
+    num_workers: int = 0
+    pin_memory: Optional[bool] = None
+    pad_to_multiple_of: Optional[int] = None
+    train_subset: Optional[int] = None
+
+
+@dataclass
+class OptimizerConf:
+    lr: float = MISSING
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+
+
+@dataclass
+class SchedulerConf:
+    warmup_ratio: float = 0.0
+
+
+@dataclass
+class CheckpointConf:
+    _target_: str = "pytorch_lightning.callbacks.ModelCheckpoint"
+    dirpath: Optional[str] = None
+    save_last: bool = True
+    save_top_k: int = 0
+    every_n_train_steps: Optional[int] = None
+    save_on_train_epoch_end: bool = True
+
+
+@dataclass
+class Config:
+    task: Any = MISSING  # checked against its class (check_typed_groups)
+    method: Any = MISSING  # checked against its class
+    model: ModelConf = MISSING
+    trainer: dict[str, Any] = MISSING  # checked against pytorch_lightning.Trainer's signature
+    logger: Optional[dict[str, Any]] = None
+    seed: int = 42
+    dry_run: bool = False
+    resume: Optional[str] = None
+    merge: bool = False
+    cpu_dropout: bool = True
+    threads: Optional[int] = None
+    checkpoint: CheckpointConf = field(default_factory=CheckpointConf)
+    optimizer: OptimizerConf = field(default_factory=OptimizerConf)
+    scheduler: SchedulerConf = field(default_factory=SchedulerConf)
+    data: DataConf = field(default_factory=DataConf)
+
+
+def register_schema() -> None:
+    """Put the schema in Hydra's ConfigStore as ``config_schema`` (first in conf/config.yaml's defaults)."""
+    ConfigStore.instance().store(name="config_schema", node=Config)
+
+
+def schema_field(dotted_key: str) -> tuple[Any, Any]:
+    """The type hint and default of a key of the dataclass schema (``data.batch_size``), or (None, None)."""
+    node: Any = Config
+    hint: Any = None
+    default: Any = None
+    element = re.search(r"\[\d+\]$", dotted_key)  # one element of a list: its element type
+    for name in re.sub(r"\[\d+\]$", "", dotted_key).split("."):
+        if not dataclasses.is_dataclass(node):
+            return None, None
+        fields = {f.name: f for f in dataclasses.fields(node)}
+        if name not in fields:
+            return None, None
+        hint = typing.get_type_hints(node)[name]
+        entry = fields[name]
+        default = entry.default if entry.default is not dataclasses.MISSING else None
+        node = hint
+    if element is not None:
+        return (typing.get_args(hint) or (Any,))[0], None
+    return hint, None if default is MISSING else default
+
+
+# ---------------------------------------------------------------------------------------------- values
+def describe(hint: Any) -> str:
+    """A type hint in words: ``a whole number``, ``true or false``, ``one of 'a', 'b'``, ``null``..."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return "anything"
+    if hint is type(None):
+        return "null"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(dict.fromkeys(describe(a) for a in args if describe(a)))
+    if origin in (list, tuple, Iterable) or hint in (list, tuple):
+        return f"a list ({describe(args[0])} each)" if args else "a list"
+    if origin in (dict, Mapping) or hint is dict:
+        return "a mapping"
+    return {
+        bool: "true or false",
+        int: "a whole number",
+        float: "a number",
+        str: "a string",
+        datetime.timedelta: "a duration",
+    }.get(hint, "")  # other classes cannot come from a yaml file: not offered
+
+
+def matches(value: Any, hint: Any) -> bool:
+    """Whether a value from the config fits a type hint (as far as a yaml value can)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any or isinstance(hint, typing.TypeVar):
+        return True
+    if hint is type(None):
+        return value is None
+    if origin is Literal:
+        return value in args and type(value) in {type(a) for a in args}
+    if origin in (typing.Union, types.UnionType):
+        return any(matches(value, a) for a in args)
+    if origin in (list, tuple, Iterable) or hint in (list, tuple):
+        return isinstance(value, list | tuple | ListConfig) and all(
+            matches(v, args[0]) for v in value if args
+        )
+    if origin in (dict, Mapping) or hint is dict:
+        return isinstance(value, dict | DictConfig)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if hint is datetime.timedelta:
+        return isinstance(value, str | dict | DictConfig)
+    return False  # an instance of a class cannot come from a yaml file
+
+
+def as_override(value: Any) -> str:
+    """A value as it is written on the command line."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list | tuple | ListConfig):
+        return "[" + ",".join(as_override(v) for v in value) + "]"
+    return str(value)
+
+
+def wrong_value(key: str, value: Any, expected: str, example: Any = None) -> str:
+    """The one-line message for a value of the wrong type: the key, the value, what it expects, an example."""
+    line = f"{key}={as_override(value)} is not valid: expected {expected}"
+    if example is not None and not (isinstance(example, str) and example.startswith("${")):
+        line += f", e.g. {key}={as_override(example)}"
+    return line
+
+
+def check_fields(
+    prefix: str, values: Mapping[str, Any], hints: dict[str, Any], defaults: Mapping, open_ended: bool = False
+) -> None:
+    """Every key of ``values`` is a field in ``hints`` (unless ``open_ended``) and its value fits the field's
+    type (``defaults`` gives the example)."""
+    for name, value in values.items():
+        key = f"{prefix}.{name}"
+        if name not in hints and open_ended:
+            continue
+        if name not in hints:
+            known = ", ".join(sorted(hints))
+            raise UserError(f"unknown key '{key}'; the keys of {prefix} are: {known}")
+        if value is not None and isinstance(value, str) and value.startswith("${"):
+            continue  # an interpolation that could not be resolved here (e.g. ${hydra:...})
+        if not matches(value, hints[name]):
+            raise UserError(wrong_value(key, value, describe(hints[name]), defaults.get(name)))
+
+
+def dataclass_fields(cls: type) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The type hints and defaults of a (task or method) dataclass's init fields."""
+    hints = typing.get_type_hints(cls)
+    fields = [f for f in dataclasses.fields(cls) if f.init]
+    defaults = {f.name: f.default for f in fields if f.default is not dataclasses.MISSING}
+    return {f.name: hints[f.name] for f in fields}, defaults
+
+
+class LazyExamples(Mapping):
+    """The example values of a group, read only when a message asks for one."""
+
+    def __init__(self, node: Callable[[], DictConfig | None], fallback: Mapping) -> None:
+        self._node, self._fallback, self._values = node, fallback, None
+
+    def values_(self) -> Mapping:
+        if self._values is None:
+            node = self._node()
+            self._values = resolved_items(node) if node is not None else self._fallback
+        return self._values
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values_()[key]
+
+    def __iter__(self):
+        return iter(self.values_())
+
+    def __len__(self) -> int:
+        return len(self.values_())
+
+
+def signature_fields(
+    cls: type, leave_out: tuple[str, ...] = ()
+) -> tuple[dict[str, Any], dict[str, Any], bool]:
+    """The keyword arguments of ``cls`` (its type hints, Any where they cannot be read, and defaults), and
+    whether it also takes arbitrary ``**kwargs``."""
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:
+        hints = {}
+    parameters = inspect.signature(cls.__init__).parameters
+    open_ended = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+    names = [
+        n
+        for n, p in parameters.items()
+        if n not in ("self", *leave_out) and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+    ]
+    defaults = {
+        n: parameters[n].default for n in names if parameters[n].default is not inspect.Parameter.empty
+    }
+    return {n: hints.get(n, Any) for n in names}, defaults, open_ended
+
+
+def trainer_fields() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The arguments of ``pytorch_lightning.Trainer`` that a config may set (not logger and callbacks,
+    which peft_glue builds), with their type hints and defaults."""
+    import pytorch_lightning as pl
+
+    hints, defaults, _ = signature_fields(pl.Trainer, leave_out=("logger", "callbacks"))
+    return hints, defaults
+
+
+def resolved_items(node: DictConfig) -> dict[str, Any]:
+    """The node's values, interpolations resolved where they can be (``${hydra:...}`` cannot before Hydra
+    runs: such values are kept as their ``${...}`` text and not checked)."""
+    items = {}
+    for key in node:
+        try:
+            value = node[key]
+        except Exception:
+            value = OmegaConf.to_container(node, resolve=False)[key]
+        items[str(key)] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+    return items
+
+
+def check_typed_groups(cfg: DictConfig, examples: Callable[[], DictConfig] | None = None) -> None:
+    """Check ``task`` and ``method`` against their classes, each logger against its class and ``trainer``
+    against Lightning's Trainer; ``examples`` (composed only when a message needs it: the config without the
+    user's values) gives the example in a message."""
+
+    def example_values(group: str, fallback: Mapping) -> Mapping:
+        return LazyExamples(lambda: examples().get(group) if examples else None, fallback)
+
+    for group in ("task", "method"):
+        node = cfg.get(group)
+        if node is None or "_target_" not in node:
+            continue
+        try:
+            cls = get_class(node._target_)
+        except Exception as error:
+            raise UserError(f"{group}._target_={node._target_} cannot be imported ({error})") from None
+        if not dataclasses.is_dataclass(cls):
+            continue
+        values = {k: v for k, v in resolved_items(node).items() if k != "_target_"}
+        hints, defaults = dataclass_fields(cls)
+        check_fields(group, values, hints, example_values(group, defaults))
+    for name, node in (cfg.get("logger") or {}).items():  # each logger against its class's arguments
+        if isinstance(node, DictConfig) and "_target_" in node:
+            hints, defaults, open_ended = signature_fields(get_class(node._target_))
+            values = {k: v for k, v in resolved_items(node).items() if k != "_target_"}
+            check_fields(f"logger.{name}", values, hints, defaults, open_ended)
+    if cfg.get("trainer") is not None:
+        hints, defaults = trainer_fields()
+        values = resolved_items(cfg.trainer)
+        check_fields("trainer", values, hints, example_values("trainer", defaults))
+        check_trainer_accepts(values)
+
+
+def check_trainer_accepts(values: dict[str, Any]) -> None:
+    """Build a Trainer with these values (nothing runs: no data, no model), so that a value Lightning refuses
+    is one line naming the key now, not a traceback later."""
+    import pytorch_lightning as pl
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+    given = {k: v for k, v in values.items() if not (isinstance(v, str) and v.startswith("${"))}
+    quiet = [logging.getLogger(name) for name in ("pytorch_lightning", "lightning_fabric", "lightning")]
+    levels = [logger.level for logger in quiet]
+    try:
+        for logger in quiet:  # Lightning's notices belong to the real run, not to this check
+            logger.setLevel(logging.ERROR)
+        pl.Trainer(**given, logger=False, callbacks=[])
+    except (MisconfigurationException, ValueError, TypeError) as error:
+        message = " ".join(str(error).split())
+        named = [k for k in given if k in message] or [k for k in given if str(given[k]) in message]
+        where = ", ".join(f"trainer.{k}={as_override(given[k])}" for k in named[:2]) or "trainer"
+        raise UserError(f"{where}: Lightning refuses it: {message}") from None
+    finally:
+        for logger, level in zip(quiet, levels, strict=True):
+            logger.setLevel(level)

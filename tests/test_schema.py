@@ -1,0 +1,93 @@
+"""The config schema: every key refuses a value of the wrong type, in one line that names it, before anything
+loads; a key added later without a type cannot escape (the walk below covers every key of every option)."""
+
+from __future__ import annotations
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
+
+from peft_glue.config import CONFIG_DIR, check_command_line, group_options, register_resolvers
+from peft_glue.schema import dataclass_fields, matches, schema_field, signature_fields, trainer_fields
+
+from .conftest import run_cli
+from .test_errors import assert_one_line_error
+
+WRONG = "not_a_number"
+
+
+def leaves(node: dict, prefix: str = "") -> dict[str, object]:
+    """Every key of the config that holds a value, with its value (a list counts as one value)."""
+    found = {}
+    for key, value in node.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value and dotted != "model.architecture":
+            found.update(leaves(value, f"{dotted}."))
+        else:
+            found[dotted] = value
+    return found
+
+
+def type_of(cfg: DictConfig, key: str):
+    """The type the schema gives ``key``: the dataclass schema, the task's or method's class, Lightning's
+    Trainer, or the logger's class. None means the key escaped the schema."""
+    group, _, name = key.partition(".")
+    if group in ("task", "method"):
+        return {"_target_": str, **dataclass_fields(get_class(cfg[group]._target_))[0]}.get(name)
+    if group == "trainer":
+        return trainer_fields()[0].get(name)
+    if group == "logger":
+        logger, _, argument = name.partition(".")
+        hints, _, open_ended = signature_fields(get_class(cfg.logger[logger]._target_))
+        return {"_target_": str, **hints}.get(argument, object if open_ended else None)
+    return schema_field(key)[0]
+
+
+def configs() -> list[tuple[str, list[str]]]:
+    """The default config and one config per method and task option (each has its own keys)."""
+    choices = [("default", [])]
+    choices += [(f"method={m}", [f"method={m}"]) for m in group_options("method")]
+    choices += [(f"task={t}", [f"task={t}"]) for t in group_options("task")]
+    return choices
+
+
+@pytest.mark.parametrize(("name", "choice"), configs(), ids=[name for name, _ in configs()])
+def test_every_key_refuses_a_value_of_the_wrong_type(name, choice, capsys):
+    register_resolvers()
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[*choice, "logger=[csv,tensorboard]"])
+    values = leaves(OmegaConf.to_container(cfg, resolve=False))
+    keys = [k for k in values if name == "default" or k.startswith(choice[0].split("=")[0] + ".")]
+    assert keys
+    checked = 0
+    for key in keys:
+        hint = type_of(cfg, key)
+        assert hint is not None, f"{key} has no type in the schema"
+        if matches(WRONG, hint) or isinstance(values[key], list) and matches([WRONG], hint):
+            continue  # takes text (a path, a name, a choice Lightning spells): no wrong type to give
+        with pytest.raises(SystemExit) as exit_info:
+            check_command_line([*choice, "logger=[csv,tensorboard]", f"{key}={WRONG}"])
+        error = capsys.readouterr().err.strip()
+        assert exit_info.value.code == 2 and error.startswith("error: ") and "\n" not in error, error
+        assert f"{key}={WRONG}" in error and "expected" in error, error
+        checked += 1
+    assert checked > 0 or name.startswith("task=")  # a task's keys are names (its monitor)
+
+
+def test_wrong_values_through_the_command_line(tmp_path):
+    """As a user meets them: one line naming the key, the value, the type and an example; no traceback."""
+    assert_one_line_error(run_cli("seed=abc", cwd=tmp_path), "seed=abc", "a whole number", "e.g. seed=42")
+    assert_one_line_error(
+        run_cli("trainer.limit_train_batches=-1", "model=minilm", cwd=tmp_path),
+        "trainer.limit_train_batches=-1",
+        "Lightning refuses it",
+    )
+    assert_one_line_error(
+        run_cli("+trainer.max_epoch=3", cwd=tmp_path), "unknown key 'trainer.max_epoch'", "max_epochs"
+    )
+    # a sweep with one bad value is refused before its first job runs: nothing trains, nothing is lost
+    sweep = tmp_path / "sweep"
+    result = run_cli("-m", "seed=1,abc", "dry_run=true", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert_one_line_error(result, "seed=abc")
+    assert not sweep.exists()
