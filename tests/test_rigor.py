@@ -1,0 +1,157 @@
+"""Comparisons a reviewer would accept: a validation split carved from train (GLUE dev as the test set), the
+monitored best checkpoint as the one exported and tested, early stopping, and the report's statistics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from peft_glue.data import GlueDataModule, load_glue
+from peft_glue.models import load_tokenizer
+from peft_glue.module import GlueClassifier
+from peft_glue.rundir import RunRecord
+from peft_glue.splits import carve_validation, validation_count
+from peft_glue.tasks import SST2
+from peft_glue.train import train
+
+from .conftest import compose_cfg, tiny_overrides, write_tiny_glue
+
+
+# ---------------------------------------------------------------------------------------------- the split
+@pytest.fixture(scope="module")
+def glue_100(tmp_path_factory) -> Path:
+    return write_tiny_glue(tmp_path_factory.mktemp("glue100"), n_train=100, n_dev=32, n_test=24)
+
+
+def datamodule(tiny_bert: Path, glue: Path, **kwargs) -> GlueDataModule:
+    data = GlueDataModule(SST2(), load_tokenizer(str(tiny_bert)), data_dir=str(glue), batch_size=8, **kwargs)
+    data.setup()
+    return data
+
+
+def idx_set(data: GlueDataModule, split: str) -> set[int]:
+    return set(data.splits[split]["idx"])
+
+
+def test_carved_validation_is_disjoint_stratified_and_fixed_by_split_seed(tiny_bert, glue_100):
+    a = datamodule(tiny_bert, glue_100, validation_size=0.2, split_seed=0, seed=1)
+    b = datamodule(tiny_bert, glue_100, validation_size=0.2, split_seed=0, seed=2)  # another run seed
+    c = datamodule(tiny_bert, glue_100, validation_size=0.2, split_seed=5, seed=1)  # another split seed
+    train, val = idx_set(a, "train"), idx_set(a, "validation")
+    assert len(val) == 20 and len(train) == 80 and not train & val
+    assert train | val == set(range(100))  # nothing lost
+    assert idx_set(b, "validation") == val and idx_set(b, "train") == train
+    assert idx_set(c, "validation") != val
+    labels = a.splits["validation"]["labels"]
+    assert sum(labels) == 10  # stratified: the training set is balanced, so is its validation part
+    # GLUE dev is now the (labelled) test set, GLUE test the split that submissions are written for
+    raw = load_glue(SST2(), glue_100)
+    assert a.splits["test"]["idx"] == raw["validation"]["idx"] and a.test_labelled
+    assert a.predict_split == "predict" and len(a.splits["predict"]) == 24
+    # null keeps the old layout: GLUE dev validates
+    old = datamodule(tiny_bert, glue_100)
+    assert idx_set(old, "train") == set(range(100)) and old.predict_split == "test"
+
+
+def test_same_validation_split_for_every_method_and_seed(tiny_bert, tiny_glue, tmp_path, monkeypatch):
+    seen = []
+    original = GlueDataModule.setup
+
+    def spy(self, stage=None):
+        original(self, stage)
+        seen.append((idx_set(self, "train"), idx_set(self, "validation")))
+
+    monkeypatch.setattr(GlueDataModule, "setup", spy)
+    for i, (method, seed) in enumerate([("bitfit", 1), ("lora", 2)]):
+        overrides = [f"method={method}", f"seed={seed}", "data.validation_size=16", "trainer.max_epochs=1"]
+        cfg = compose_cfg([*overrides, *tiny_overrides(tiny_bert, tiny_glue)], tmp_path / str(i))
+        record = RunRecord(tmp_path / str(i))
+        train(cfg, record)
+        assert (
+            record["splits"]["validation_from"] == "train" and record["splits"]["sizes"]["validation"] == 16
+        )
+        assert set(record["test"]) >= {"accuracy", "loss"}  # GLUE dev, evaluated at the end
+    assert seen[0] == seen[-1] and not seen[0][0] & seen[0][1]
+
+
+def test_train_subset_is_taken_after_carving(tiny_bert, glue_100):
+    data = datamodule(tiny_bert, glue_100, validation_size=30, split_seed=0, train_subset=40)
+    full = datamodule(tiny_bert, glue_100, validation_size=30, split_seed=0)
+    assert idx_set(data, "validation") == idx_set(full, "validation")
+    assert len(idx_set(data, "train")) == 40 and idx_set(data, "train") <= idx_set(full, "train")
+
+
+def test_regression_targets_are_stratified_by_score_bins():
+    from datasets import Dataset, DatasetDict
+
+    class Scores(SST2):
+        label_names = ()
+
+    scores = np.linspace(0, 5, 200).astype("float32")
+    rows = {"idx": list(range(200)), "sentence1": ["x"] * 200, "label": scores.tolist()}
+    raw = DatasetDict(train=Dataset.from_dict(rows), validation=Dataset.from_dict(rows))
+    carved = carve_validation(raw, Scores(), 50, split_seed=0)
+    counts = np.histogram(carved["validation"]["label"], bins=5, range=(0, 5))[0]
+    assert counts.tolist() == [10, 10, 10, 10, 10]
+
+
+def test_validation_size_count_or_fraction():
+    assert validation_count(0.1, 3668) == 367 and validation_count(500, 3668) == 500
+    for bad in (0, 3668, 1.5, -0.2, "x"):
+        with pytest.raises(Exception, match="validation_size"):
+            validation_count(bad, 3668)
+
+
+# ---------------------------------------------------------------------------------------------- best epoch
+MONITOR_BY_EPOCH = {0: 0.2, 1: 0.9, 2: 0.4}  # the monitor peaks at epoch 1; the last epoch is worse
+
+
+def fake_validation_end(self) -> None:
+    """The module's validation end with a made-up monitor curve that peaks before the last epoch."""
+    self.val_metrics.reset()
+    value = MONITOR_BY_EPOCH[self.current_epoch]
+    self._log_computed({"val/accuracy": torch.tensor(value)}, prog_bar=True)
+    self.val_history.append({"epoch": self.current_epoch, "step": self.global_step, "accuracy": value})
+
+
+def test_exported_and_tested_weights_are_the_monitored_best_epoch(
+    tiny_bert, tiny_glue, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(GlueClassifier, "on_validation_epoch_end", fake_validation_end)
+    overrides = ["method=bitfit", "optimizer.lr=3e-2", "trainer.max_epochs=3", "task=sst2"]
+    cfg = compose_cfg([*overrides, *tiny_overrides(tiny_bert, tiny_glue)], tmp_path)
+    cfg.trainer.max_epochs = 3
+    record = RunRecord(tmp_path)
+    train(cfg, record)
+    best = record["best_checkpoint"]
+    assert best["epoch"] == 1 and best["value"] == pytest.approx(0.9) and best["monitor"] == "val/accuracy"
+    assert record["val"]["best"]["epoch"] == 1 and record["val"]["last"]["epoch"] == 2
+    best_state = torch.load(best["path"], weights_only=True)["state_dict"]
+    last_state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    exported = load_file(tmp_path / "bitfit" / "bitfit.safetensors")
+    assert exported.keys() and {f"model.{name}" for name in exported} == best_state.keys()
+    for name, tensor in exported.items():
+        assert torch.equal(tensor, best_state[f"model.{name}"]), name
+    assert any(not torch.equal(tensor, last_state[f"model.{name}"]) for name, tensor in exported.items())
+
+
+def test_early_stopping_stops_after_patience(tiny_bert, tiny_glue, tmp_path, monkeypatch):
+    monkeypatch.setattr(GlueClassifier, "on_validation_epoch_end", fake_validation_end)
+    monkeypatch.setitem(MONITOR_BY_EPOCH, 2, 0.3)
+    monkeypatch.setitem(MONITOR_BY_EPOCH, 3, 0.3)
+    overrides = [
+        "method=bitfit",
+        "task=sst2",
+        "callbacks=early_stopping",
+        "callbacks.early_stopping.patience=1",
+    ]
+    cfg = compose_cfg([*overrides, *tiny_overrides(tiny_bert, tiny_glue)], tmp_path)
+    cfg.trainer.max_epochs = 5
+    record = RunRecord(tmp_path)
+    train(cfg, record)
+    assert [m["epoch"] for m in record["val_history"]] == [0, 1, 2]  # epoch 2 did not improve: stop
+    assert record["best_checkpoint"]["epoch"] == 1
