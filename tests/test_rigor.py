@@ -3,6 +3,8 @@ monitored best checkpoint as the one exported and tested, early stopping, and th
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +15,11 @@ from safetensors.torch import load_file
 from peft_glue.data import GlueDataModule, load_glue
 from peft_glue.models import load_tokenizer
 from peft_glue.module import GlueClassifier
+from peft_glue.report import write_report
 from peft_glue.rundir import RunRecord
 from peft_glue.splits import carve_validation, validation_count
-from peft_glue.tasks import SST2
+from peft_glue.stats import paired_test, summarize
+from peft_glue.tasks import MRPC, SST2
 from peft_glue.train import train
 
 from .conftest import compose_cfg, tiny_overrides, write_tiny_glue
@@ -155,3 +159,104 @@ def test_early_stopping_stops_after_patience(tiny_bert, tiny_glue, tmp_path, mon
     train(cfg, record)
     assert [m["epoch"] for m in record["val_history"]] == [0, 1, 2]  # epoch 2 did not improve: stop
     assert record["best_checkpoint"]["epoch"] == 1
+
+
+# ---------------------------------------------------------------------------------------------- statistics
+# Two-sided 95% quantiles of Student's t, from a printed table: t(0.975; 4) and t(0.975; 5).
+T_975 = {4: 2.776445, 5: 2.570582}
+
+
+def sample_sd(values: list[float]) -> float:
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def t_two_sided_p(t: float, df: int, steps: int = 20_000) -> float:
+    """1 - 2 * integral_0^|t| of Student's t density, by Simpson's rule (no scipy)."""
+    const = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+
+    def pdf(x: float) -> float:
+        return const * (1 + x * x / df) ** (-(df + 1) / 2)
+
+    h = abs(t) / steps
+    area = pdf(0) + pdf(abs(t)) + sum((4 if i % 2 else 2) * pdf(i * h) for i in range(1, steps))
+    return 1 - 2 * area * h / 3
+
+
+def test_confidence_interval_against_hand_computation():
+    values = [0.80, 0.82, 0.85, 0.79, 0.84]
+    summary = summarize(values)
+    mean, sd = sum(values) / 5, sample_sd(values)
+    half = T_975[4] * sd / math.sqrt(5)
+    assert summary.n == 5 and summary.mean == pytest.approx(mean) and summary.std == pytest.approx(sd)
+    assert summary.low == pytest.approx(mean - half, abs=1e-6)
+    assert summary.high == pytest.approx(mean + half, abs=1e-6)
+    single = summarize([0.7, None, float("nan")])
+    assert single.n == 1 and math.isnan(single.low)
+
+
+def test_paired_test_against_hand_computation():
+    b = [0.78, 0.80, 0.84, 0.79, 0.81, 0.80]
+    diffs = [0.01, 0.02, 0.03, 0.04, 0.05, 0.07]  # all positive, all different
+    a = [x + d for x, d in zip(b, diffs, strict=True)]
+    result = paired_test(a, b)
+    mean, sd = sum(diffs) / 6, sample_sd(diffs)
+    t = mean / (sd / math.sqrt(6))
+    assert result.n == 6 and result.mean_diff == pytest.approx(mean)
+    assert result.t == pytest.approx(t, rel=1e-6)
+    assert result.p_t == pytest.approx(t_two_sided_p(t, 5), abs=1e-6)
+    assert result.diff_low == pytest.approx(mean - T_975[5] * sd / math.sqrt(6), abs=1e-6)
+    assert result.cohens_d == pytest.approx(mean / sd)
+    # exact signed-rank test: every difference positive is 1 of 2^6 sign patterns, times 2 sides
+    assert result.p_wilcoxon == pytest.approx(2 / 2**6)
+    assert paired_test(a[:5], b[:5]).p_wilcoxon is None  # too few pairs for Wilcoxon
+
+
+# ---------------------------------------------------------------------------------------------- the report
+def write_record(root: Path, name: str, method: str, lr: float, seed: int, val: float, test: float, **extra):
+    folder = root / name
+    folder.mkdir(parents=True)
+    record = {
+        "status": "completed", "task": "mrpc", "method": {"name": method, "lr": 1.0}, "model": "minilm",
+        "seed": seed, "task_info": MRPC().info(), "method_info": {"order": {"full": 0, "bitfit": 1}[method]},
+        "optimizer": {"lr": lr}, "batch_size": 16, "max_epochs": 3, "train_subset": None,
+        "validation_size": 0.1, "val": {"best": {"accuracy": val}, "last": {"accuracy": val}},
+        "test": {"accuracy": test, "loss": 0.5}, **extra,
+    }  # fmt: skip
+    (folder / "results.json").write_text(json.dumps(record))
+
+
+def test_report_picks_lr_on_validation_and_tests_pairs_with_a_missing_seed(tmp_path):
+    root = tmp_path / "sweep"
+    job = 0
+    for method, lrs in {"full": (1e-5, 1e-4), "bitfit": (1e-4, 1e-3)}.items():
+        for i, lr in enumerate(lrs):
+            for seed in (1, 2, 3):
+                good = i == 1 if method == "full" else i == 0  # full picks 1e-4, bitfit 1e-4
+                val = (0.80 if good else 0.70) + seed / 100
+                test = (0.77 if good else 0.99) + seed / 1000  # a bad lr's test value must never show
+                if method == "bitfit" and good and seed == 3:
+                    folder = root / f"{job}"
+                    folder.mkdir(parents=True)
+                    failed = {"status": "failed", "task": "mrpc", "seed": 3, "error": "boom",
+                              "method": {"name": "bitfit", "lr": 1.0}, "optimizer": {"lr": lr}}  # fmt: skip
+                    (folder / "results.json").write_text(json.dumps(failed))
+                else:
+                    write_record(
+                        root, f"{job}", method, lr, seed, val, test - (0.05 if method == "bitfit" else 0)
+                    )
+                job += 1
+    text = write_report([root], tmp_path / "report").read_text()
+    section = text.split("## Comparisons")[1].split("## Training curves")[0]
+    assert "**0.0001** of 1e-05, 0.0001" in section  # full's pick
+    assert "**0.0001** of 0.0001, 0.001" in section  # bitfit's pick
+    assert "99." not in section  # the test values of the rates not picked are not shown
+    rows = {line.split("|")[1].strip(): line for line in section.splitlines() if line.startswith("| ")}
+    assert "| 2 | 3 |" in rows["bitfit"]  # n=2, seed 3 missing
+    assert "| 3 | – |" in rows["full"]
+    # full: 77.1, 77.2, 77.3 -> mean 77.2; the pair is over seeds 1 and 2 only
+    assert "77.2 ± 0.1" in rows["full"]
+    pair = rows["full vs bitfit"]
+    assert "2 (without 3)" in pair and "| 5.0 |" in pair
+    assert (tmp_path / "report" / "lr_selection_mrpc.png").is_file()
+    assert "boom" in text  # the failed job is listed with its error
