@@ -260,3 +260,17 @@ def test_report_picks_lr_on_validation_and_tests_pairs_with_a_missing_seed(tmp_p
     assert "2 (without 3)" in pair and "| 5.0 |" in pair
     assert (tmp_path / "report" / "lr_selection_mrpc.png").is_file()
     assert "boom" in text  # the failed job is listed with its error
+
+
+def test_lr_comparison_gives_each_method_its_own_grid(tmp_path):
+    lrs = {}
+    for method in ("full", "bitfit", "lora"):
+        for step in range(5):
+            cfg = compose_cfg(["experiment=lr_comparison", f"method={method}", f"lr_step={step}"], tmp_path)
+            lrs.setdefault(method, []).append(cfg.optimizer.lr)
+            assert cfg.data.validation_size == 0.1
+    assert lrs["full"][0] == 1e-5 and lrs["full"][-1] == 1e-4
+    assert lrs["bitfit"] == lrs["lora"] and lrs["bitfit"][0] == 1e-4 and lrs["bitfit"][-1] == 1e-2
+    assert cfg.hydra.sweeper.params.seed == "1,2,3,4,5"
+    with pytest.raises(Exception, match="outside the grid"):
+        compose_cfg(["experiment=lr_comparison", "lr_step=5"], tmp_path).optimizer.lr  # noqa: B018
