@@ -85,6 +85,7 @@ def test_same_validation_split_for_every_method_and_seed(tiny_bert, tiny_glue, t
 def test_train_subset_is_taken_after_carving(tiny_bert, glue_100):
     data = datamodule(tiny_bert, glue_100, validation_size=30, split_seed=0, train_subset=40)
     full = datamodule(tiny_bert, glue_100, validation_size=30, split_seed=0)
+    assert len(idx_set(data, "validation")) == 30
     assert idx_set(data, "validation") == idx_set(full, "validation")
     assert len(idx_set(data, "train")) == 40 and idx_set(data, "train") <= idx_set(full, "train")
 
