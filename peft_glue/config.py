@@ -23,9 +23,17 @@ from peft_glue.schema import check_typed_groups, describe, register_schema, sche
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
+def grid_item(grid: Any, step: Any) -> Any:
+    """``${grid_item:${lr_grid.full},${lr_step}}``: the step-th value of a grid (experiment=lr_comparison)."""
+    if not 0 <= int(step) < len(grid):
+        raise UserError(f"lr_step={step} is outside the grid {list(grid)} (0..{len(grid) - 1})")
+    return grid[int(step)]
+
+
 def register_resolvers() -> None:
     """What composing the config needs besides conf/: our resolvers and the schema."""
     for name, resolver in {
+        "grid_item": grid_item,
         "best_precision": best_precision,
         "dataloader_workers": dataloader_workers,
         "package_model_path": package_model_path,

@@ -26,6 +26,7 @@ from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from peft_glue.errors import UserError
 from peft_glue.samplers import EpochPosition, GroupedBatches, LengthGroupedSampler, SortedBatchSampler
+from peft_glue.splits import carve_validation
 from peft_glue.tasks import UNLABELLED, GlueTask
 
 log = logging.getLogger(__name__)
@@ -224,6 +225,8 @@ class GlueDataModule(pl.LightningDataModule):
         pin_memory: bool | None = None,
         pad_to_multiple_of: int | None = None,
         train_subset: int | None = None,
+        validation_size: int | float | None = None,
+        split_seed: int = 0,
         predict_file: str | os.PathLike | None = None,
         seed: int = 0,
     ):
@@ -242,6 +245,8 @@ class GlueDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.train_subset = train_subset
+        self.validation_size = validation_size  # carve validation from train (splits.py); None: GLUE dev
+        self.split_seed = split_seed
         self.predict_file = predict_file  # a TSV to predict instead of the test split
         self.seed = seed
         self.collate = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
@@ -255,7 +260,9 @@ class GlueDataModule(pl.LightningDataModule):
             raw = DatasetDict({"test": read_glue_tsv(Path(self.predict_file), self.task)})
         else:
             raw = load_glue(self.task, self.data_dir)
-        if self.train_subset and self.train_subset < len(raw["train"]):
+            if self.validation_size is not None:  # first carve validation, then take the subset of the rest
+                raw = carve_validation(raw, self.task, self.validation_size, self.split_seed)
+        if "train" in raw and self.train_subset and self.train_subset < len(raw["train"]):
             # the same examples for every run and seed, so that runs stay comparable
             raw["train"] = raw["train"].shuffle(seed=0).select(range(self.train_subset))
         tokenizer_hash = tokenizer_fingerprint(self.tokenizer)
@@ -283,8 +290,11 @@ class GlueDataModule(pl.LightningDataModule):
 
     @property
     def test_labelled(self) -> bool:
+        return self.split_labelled("test")
+
+    def split_labelled(self, split: str) -> bool:
         self.setup()
-        return min(self.splits["test"]["labels"]) >= 0
+        return min(self.splits[split]["labels"]) >= 0
 
     def _loader(self, split: str, **batching) -> DataLoader:
         dataset = self.splits[split]
@@ -336,5 +346,12 @@ class GlueDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader("test")
 
+    @property
+    def predict_split(self) -> str:
+        """The split a submission file is written for: GLUE's test set (``predict`` when validation was
+        carved from train and GLUE dev became ``test``)."""
+        self.setup()
+        return "predict" if "predict" in self.splits else "test"
+
     def predict_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
+        return self._eval_loader(self.predict_split)

@@ -34,7 +34,7 @@ NOT_METRICS = ("epoch", "step")  # also in a val_history entry
 DEFAULT_MONITOR = "accuracy"  # for results.json files written before task_info existed
 UNKNOWN_ORDER = 100  # methods without method_info come after the ones that say where they go
 # Identity fields besides task and method that are shown as columns only where runs differ in them.
-SETTINGS = ["model", "batch_size", "max_epochs", "train_subset"]
+SETTINGS = ["model", "batch_size", "max_epochs", "train_subset", "validation_size"]
 LOSS_WINDOW = 10  # the training-loss curve averages this many logged steps (each the loss of one batch)
 
 
@@ -84,6 +84,7 @@ def identity(record: dict) -> dict[str, Any]:
         "batch_size": record.get("batch_size"),
         "max_epochs": record.get("max_epochs"),
         "train_subset": record.get("train_subset"),
+        "validation_size": record.get("validation_size"),  # carved from train (None: GLUE dev validated)
     }
 
 
@@ -428,6 +429,8 @@ def save(fig: plt.Figure, path: Path) -> Path:
 
 def write_report(paths: Sequence[Path], out: Path) -> Path:
     """Write results.csv, report.md and the plots into ``out``; return the report's path."""
+    from peft_glue.comparison import comparison_section  # it builds on this module's helpers
+
     runs = load_runs(paths)
     out.mkdir(parents=True, exist_ok=True)
     public = [c for c in runs if not c.startswith("_") and c != "method_label"]
@@ -445,6 +448,7 @@ def write_report(paths: Sequence[Path], out: Path) -> Path:
     lines += method_task_section(configs, settings)
     lines += hyperparameter_sweep_sections(runs, configs, settings, out)
     lines += lr_sweep_section(configs, settings, out)
+    lines += comparison_section(runs, out)
     lines += curves_section(runs, out)
     lines += dry_run_section(runs, settings)
     lines += problems_section(runs, paths)

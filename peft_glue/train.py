@@ -50,6 +50,8 @@ from peft_glue.resume import (
     resume_source,
 )
 from peft_glue.rundir import COMPLETED, DRY_RUN, FAILED, RunRecord, read_results
+from peft_glue.selection import restore_best
+from peft_glue.splits import split_summary
 
 log = logging.getLogger("peft_glue")
 
@@ -65,6 +67,7 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
         batch_size=cfg.data.batch_size,
         train_subset=cfg.data.train_subset,
+        validation_size=cfg.data.validation_size,
         max_epochs=cfg.trainer.max_epochs,
         precision=cfg.trainer.precision,
         model_name_or_path=cfg.model.name_or_path,
@@ -102,24 +105,29 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
     record.save(resumed_from=str(checkpoint) if checkpoint else None)
     trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
     history = module.val_history
+    best = restore_best(trainer, module)  # export, test and predict with the epoch validation picked
     record.save(
         val={"best": max(history, key=lambda m: m[task.monitor]), "last": history[-1]} if history else None,
         val_history=history,
+        best_checkpoint=best,
+        splits=split_summary(datamodule.splits, cfg.data.validation_size, cfg.data.split_seed),
         train_seconds=round(throughput.seconds, 2),
         train_samples=throughput.samples,  # all ranks together
         train_samples_per_second=throughput.samples_per_second,
         exports=export_trained(method, model, parts.tokenizer, run_dir, cfg.merge) if record.writes else None,
     )
 
-    if datamodule.test_labelled:
+    if datamodule.test_labelled:  # GLUE dev when validation was carved from train: evaluated once, here
         test = trainer.test(module, datamodule=datamodule, verbose=False)[0]
         record.save(test={key.removeprefix("test/"): value for key, value in test.items()})
     else:
+        record.save(test=None)
+    if not datamodule.split_labelled(datamodule.predict_split):
         submission = run_dir / task.submission_file
         predictions = gather_predictions(trainer.predict(module, datamodule=datamodule))
         if record.writes:
             write_submission(submission, task, predictions)
-        record.save(test=None, predictions=str(submission))
+        record.save(predictions=str(submission))
     record.save(status=COMPLETED, peak_memory_mb=peak_memory_mb(), threads=torch.get_num_threads())
     return module
 
@@ -127,7 +135,8 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
 def callbacks(cfg: DictConfig, throughput: TrainThroughput) -> list[pl.Callback]:
     chosen = [LearningRateMonitor(logging_interval="step"), throughput, RestoreRandomState()]
     if cfg.trainer.enable_checkpointing:
-        chosen.append(instantiate(cfg.checkpoint))
+        chosen += [instantiate(cfg.checkpoint), instantiate(cfg.best_checkpoint)]  # last (resume), best
+    chosen += [instantiate(callback) for callback in (cfg.get("callbacks") or {}).values()]  # e.g. early stop
     if cfg.trainer.enable_progress_bar is not False:
         # the bar reads the logged loss from the device when it redraws: every N steps, not at every step
         chosen.append(TQDMProgressBar(refresh_rate=cfg.trainer.log_every_n_steps))

@@ -1,0 +1,191 @@
+"""The report's comparison section: learning rate picked on validation, test numbers at that rate only, 95%
+intervals and paired tests between methods (statistics: ``peft_glue.stats``).
+
+Per task, configurations that differ only in the learning rate form a family; its rate is the one with the
+best mean (over seeds) of the monitored metric at the best epoch on the validation split. Only the picked
+configuration of each family is then scored: on the test split (GLUE dev when ``data.validation_size`` carved
+validation from train) when the runs have one, else (older runs) on validation, which the section then says
+is optimistic. Every pair of picked configurations with the same settings is compared on the seeds both
+completed; seeds a configuration lacks are named.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from peft_glue import report
+from peft_glue.rundir import COMPLETED
+from peft_glue.stats import CONFIDENCE, WILCOXON_MIN_PAIRS, paired_test, summarize
+
+LR_FIELDS = ["lr", "method.lr"]
+
+
+def pct(value: float) -> str:
+    return "–" if value is None or math.isnan(value) else f"{100 * value:.1f}"
+
+
+def p_value(value: float | None) -> str:
+    if value is None:
+        return f"– (n<{WILCOXON_MIN_PAIRS})"
+    return "–" if math.isnan(value) else f"{value:.3g}"
+
+
+def seeds_text(seeds) -> str:
+    return ", ".join(report.fmt_value(s) for s in sorted(seeds)) or "none"
+
+
+def configurations(done: pd.DataFrame, val_col: str, score_col: str) -> list[dict]:
+    """One entry per configuration of completed runs: its identity and its values seed by seed."""
+    found = []
+    for key, group in done.groupby("_key", sort=False):
+        first = group.iloc[0]
+        found.append(
+            {
+                "key": key,
+                "family": report.identity_key(first["_identity"], LR_FIELDS),
+                "context": report.identity_key(first["_identity"], ["method", *LR_FIELDS]),
+                "label": first["method_label"],
+                "order": first["method_order"],
+                "lr": first["lr"],
+                "first": first,
+                "val": dict(zip(group["seed"], group[val_col], strict=True)),
+                "score": dict(zip(group["seed"], group[score_col], strict=True)),
+            }
+        )
+    return found
+
+
+def pick_learning_rates(configs: list[dict]) -> list[dict]:
+    """Per family, the configuration whose learning rate has the best mean validation value; each picked
+    entry also gets the family's grid and its validation curve (lr -> values over seeds)."""
+    picked = []
+    for _, members in itertools.groupby(
+        sorted(configs, key=lambda c: c["family"]), key=lambda c: c["family"]
+    ):
+        members = sorted(members, key=lambda c: c["lr"])
+        means = [summarize(m["val"].values()).mean for m in members]
+        best = max(range(len(members)), key=lambda i: -math.inf if math.isnan(means[i]) else means[i])
+        chosen = dict(members[best])
+        chosen["grid"] = [m["lr"] for m in members]
+        chosen["curve"] = [(m["lr"], list(m["val"].values())) for m in members]
+        picked.append(chosen)
+    return sorted(picked, key=lambda c: (c["context"], c["order"], str(c["label"])))
+
+
+def lr_text(config: dict) -> str:
+    grid = config["grid"]
+    if len(grid) == 1:
+        return f"{report.fmt_value(config['lr'])} (fixed)"
+    return f"**{report.fmt_value(config['lr'])}** of {', '.join(report.fmt_value(lr) for lr in grid)}"
+
+
+def plot_selection(task: str, picked: list[dict], monitor: str, path: Path) -> Path | None:
+    swept = [config for config in picked if len(config["grid"]) > 1]
+    if not swept:
+        return None
+    fig, ax = report.plt.subplots(figsize=(6, 4))
+    for i, config in enumerate(swept):
+        color = f"C{i % 10}"
+        lrs = [lr for lr, _ in config["curve"]]
+        summaries = [summarize(values) for _, values in config["curve"]]
+        means = [100 * s.mean for s in summaries]
+        errors = [0.0 if math.isnan(s.std) else 100 * s.std for s in summaries]
+        ax.errorbar(lrs, means, yerr=errors, marker="o", capsize=3, color=color, label=config["label"])
+        best = lrs.index(config["lr"])
+        ax.plot([config["lr"]], [means[best]], marker="*", markersize=16, color=color, ls="none")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel(f"validation {monitor}, best epoch (%)")
+    ax.set_title(f"{task}: learning rate per method (mean ± std over seeds; ★ picked)")
+    ax.legend(fontsize="small")
+    return report.save(fig, path)
+
+
+def comparison_section(runs: pd.DataFrame, out: Path) -> list[str]:
+    lines = ["", "## Comparisons: learning rate picked on validation, test at that rate", ""]
+    done = runs[runs["status"] == COMPLETED]
+    if done.empty:
+        return lines + ["No completed runs."]
+    level = int(CONFIDENCE * 100)
+    for task in sorted(done["task"].dropna().unique()):
+        task_runs, task_done = runs[runs["task"] == task], done[done["task"] == task]
+        monitor = report.monitored(task_done)
+        val_col, test_col = f"val.best.{monitor}", f"test.{monitor}"
+        on_test = test_col in task_done and task_done[test_col].notna().all()
+        score_col = test_col if on_test else val_col
+        expected = set(task_runs["seed"].dropna())  # every seed the sweep ran for this task, in any status
+        picked = pick_learning_rates(configurations(task_done, val_col, score_col))
+        where = (
+            "test split (GLUE dev; validation carved from train)"
+            if on_test
+            else "validation split (no test split with labels: the values that picked the epoch and the "
+            "rate, so they are optimistic)"
+        )
+        lines += [
+            f"### {task}",
+            "",
+            f"{monitor} in % on the {where}, mean ± sample std over seeds and the {level}% t-interval of the "
+            "mean. The learning rate is the one with the best mean validation value (bold, of the rates "
+            "tried); only that rate's runs are scored here.",
+            "",
+        ]
+        rows = []
+        for config in picked:
+            scores = summarize(config["score"].values())
+            missing = expected - set(config["score"])
+            rows.append(
+                {
+                    "method": config["label"],
+                    "lr": lr_text(config),
+                    "n": scores.n,
+                    "missing seeds": seeds_text(missing) if missing else "–",
+                    f"validation {monitor}": report.mean_std(config["val"].values()),
+                    monitor: f"{pct(scores.mean)} ± {pct(scores.std)}",
+                    f"{level}% CI": f"[{pct(scores.low)}, {pct(scores.high)}]",
+                }
+            )
+        lines.append(report.markdown_table(pd.DataFrame(rows)))
+        path = plot_selection(task, picked, monitor, out / f"lr_selection_{task}.png")
+        if path is not None:
+            lines += [
+                "",
+                f"![{task}: validation {monitor} vs learning rate, picked rate starred]({path.name})",
+            ]
+        lines += pairs_table(picked, monitor, level)
+    return lines
+
+
+def pairs_table(picked: list[dict], monitor: str, level: int) -> list[str]:
+    rows = []
+    for a, b in itertools.combinations(picked, 2):
+        if a["context"] != b["context"]:
+            continue  # other model, data or budget: not a paired comparison
+        common = sorted(set(a["score"]) & set(b["score"]))
+        left_out = (set(a["score"]) | set(b["score"])) - set(common)
+        test = paired_test([a["score"][s] for s in common], [b["score"][s] for s in common])
+        rows.append(
+            {
+                "A vs B": f"{a['label']} vs {b['label']}",
+                "seeds": f"{test.n}" + (f" (without {seeds_text(left_out)})" if left_out else ""),
+                "A − B": pct(test.mean_diff),
+                f"{level}% CI": f"[{pct(test.diff_low)}, {pct(test.diff_high)}]",
+                "paired t p": p_value(test.p_t),
+                "Wilcoxon p": p_value(test.p_wilcoxon),
+                "Cohen's d": "–" if math.isnan(test.cohens_d) else f"{test.cohens_d:.2f}",
+            }
+        )
+    if not rows:
+        return []
+    return [
+        "",
+        f"Paired over seeds (the same seed: same data order and initialisation of new weights): difference "
+        f"of {monitor} in points, its {level}% interval, two-sided paired t-test, Wilcoxon signed-rank test "
+        f"(from {WILCOXON_MIN_PAIRS} pairs) and Cohen's d of the paired differences. Seeds only one side "
+        "completed are left out and named.",
+        "",
+        report.markdown_table(pd.DataFrame(rows)),
+    ]

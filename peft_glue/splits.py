@@ -1,0 +1,85 @@
+"""A validation split carved from the training set, so that GLUE's dev set can serve as an untouched test set.
+
+``data.validation_size`` (a count, or a fraction of the training set) moves that many training examples into
+a validation split, stratified by label (regression tasks: by score quintiles), drawn with ``data.split_seed``
+and nothing else: every method, learning rate and run seed gets the same split. The best epoch, early
+stopping, learning-rate selection and Optuna all look at it; GLUE's dev set becomes the ``test`` split,
+evaluated once at the end with the selected checkpoint, and GLUE's unlabelled test set the ``predict`` split
+(the submission file). ``validation_size: null`` keeps the old layout (GLUE dev = validation).
+
+Order of the cuts: first the validation split is carved from the whole training set, then
+``data.train_subset`` takes its fixed random N from what remains (so a subset never overlaps validation, and
+the validation split does not depend on the subset size).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from datasets import ClassLabel, Dataset, DatasetDict
+
+from peft_glue.errors import UserError
+from peft_glue.tasks import GlueTask
+
+STRATUM = "_stratum"  # temporary column: the class, or the score bin of a regression target
+SCORE_BINS = 5  # regression targets are stratified by quintiles of the score
+
+
+def validation_count(size: int | float, n_train: int) -> int:
+    """``data.validation_size`` as a number of examples: an int is a count, a float in (0, 1) a fraction."""
+    if isinstance(size, bool) or not isinstance(size, int | float):
+        raise UserError(f"data.validation_size must be a count or a fraction (got {size!r})")
+    if isinstance(size, float) and not size.is_integer():
+        if not 0 < size < 1:
+            raise UserError(f"data.validation_size={size}: a fraction must lie between 0 and 1")
+        count = round(size * n_train)
+    else:
+        count = int(size)
+    if not 0 < count < n_train:
+        raise UserError(
+            f"data.validation_size={size} gives {count} of {n_train} training examples; "
+            "it must leave at least one on each side"
+        )
+    return count
+
+
+def strata(labels: list[float] | list[int], task: GlueTask) -> tuple[list[int], int]:
+    """The stratum of each example and how many there are: the class, or the score's quintile."""
+    if not task.is_regression:
+        return [int(label) for label in labels], task.num_labels
+    scores = np.asarray(labels, dtype="float64")
+    edges = np.unique(np.quantile(scores, np.linspace(0, 1, SCORE_BINS + 1)[1:-1]))
+    return np.digitize(scores, edges).tolist(), len(edges) + 1
+
+
+def carve_validation(raw: DatasetDict, task: GlueTask, size: int | float, split_seed: int) -> DatasetDict:
+    """train -> (train, validation); GLUE's validation (dev) -> test; GLUE's test -> predict."""
+    train = raw["train"]
+    count = validation_count(size, len(train))
+    labels, n_strata = strata(train["label"], task)
+    marked = train.add_column(STRATUM, labels).cast_column(
+        STRATUM, ClassLabel(names=[str(i) for i in range(n_strata)])
+    )
+    try:  # datasets' own stratified split (scikit-learn's StratifiedShuffleSplit algorithm)
+        parts = marked.train_test_split(test_size=count, seed=split_seed, stratify_by_column=STRATUM)
+    except ValueError as error:  # a class too small to appear on both sides
+        raise UserError(f"cannot stratify a validation split of {count} examples: {error}") from error
+    carved = DatasetDict(
+        train=parts["train"].remove_columns(STRATUM),
+        validation=parts["test"].remove_columns(STRATUM),
+        test=raw["validation"],
+    )
+    if "test" in raw:
+        carved["predict"] = raw["test"]
+    return carved
+
+
+def split_summary(splits: dict[str, Dataset], validation_size: int | float | None, split_seed: int) -> dict:
+    """What results.json says about the splits: where validation and test come from, and their sizes."""
+    carved = validation_size is not None
+    return {
+        "validation_from": "train" if carved else "glue_dev",
+        "test_from": "glue_dev" if carved else "glue_test",
+        "validation_size": validation_size,
+        "split_seed": split_seed if carved else None,
+        "sizes": {name: len(dataset) for name, dataset in splits.items()},
+    }
