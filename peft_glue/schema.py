@@ -2,12 +2,13 @@
 is composed (before any data or weights load) and reported in one line that names the key.
 
 - The top level and the nodes whose keys are fixed (the ``model`` group, ``data``, ``optimizer``,
-  ``scheduler``, ``checkpoint``) are dataclasses registered in Hydra's ConfigStore; ``conf/config.yaml`` lists
+  ``scheduler``) are dataclasses registered in Hydra's ConfigStore; ``conf/config.yaml`` lists
   ``config_schema`` first in its defaults, so OmegaConf checks every override against them. The yaml files
   keep the defaults and their comments.
 - ``task`` and ``method`` are checked against the dataclass of the class the yaml's ``_target_`` names (a task
-  or method class is its own schema: a new one needs no entry here), and ``trainer`` against the signature of
-  ``pytorch_lightning.Trainer`` (names and types), by ``check_typed_groups``.
+  or method class is its own schema: a new one needs no entry here); the checkpoints, each logger and each
+  callback against their class's arguments; ``trainer`` against the signature of ``pytorch_lightning.Trainer``
+  (names and types), by ``check_typed_groups``.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ class DataConf:
     pin_memory: Optional[bool] = None
     pad_to_multiple_of: Optional[int] = None
     train_subset: Optional[int] = None
+    validation_size: Optional[float] = None  # a count (a whole number) or a fraction in (0, 1)
+    split_seed: int = 0
 
 
 @dataclass
@@ -67,32 +70,26 @@ class SchedulerConf:
 
 
 @dataclass
-class CheckpointConf:
-    _target_: str = "pytorch_lightning.callbacks.ModelCheckpoint"
-    dirpath: Optional[str] = None
-    save_last: bool = True
-    save_top_k: int = 0
-    every_n_train_steps: Optional[int] = None
-    save_on_train_epoch_end: bool = True
-
-
-@dataclass
 class Config:
     task: Any = MISSING  # checked against its class (check_typed_groups)
     method: Any = MISSING  # checked against its class
     model: ModelConf = MISSING
     trainer: dict[str, Any] = MISSING  # checked against pytorch_lightning.Trainer's signature
-    logger: Optional[dict[str, Any]] = None
+    logger: Optional[dict[str, Any]] = None  # each checked against its class's arguments
+    callbacks: Optional[dict[str, Any]] = None  # each checked against its class's arguments
     seed: int = 42
     dry_run: bool = False
     resume: Optional[str] = None
     merge: bool = False
     cpu_dropout: bool = True
     threads: Optional[int] = None
-    checkpoint: CheckpointConf = field(default_factory=CheckpointConf)
+    checkpoint: dict[str, Any] = MISSING  # checked against its class (ModelCheckpoint)
+    best_checkpoint: dict[str, Any] = MISSING  # checked against its class (ModelCheckpoint)
     optimizer: OptimizerConf = field(default_factory=OptimizerConf)
     scheduler: SchedulerConf = field(default_factory=SchedulerConf)
     data: DataConf = field(default_factory=DataConf)
+    lr_step: Optional[int] = None  # experiment=lr_comparison: the position in each method's grid
+    lr_grid: Optional[dict[str, list[float]]] = None  # experiment=lr_comparison: the grids
 
 
 def register_schema() -> None:
@@ -287,13 +284,21 @@ def resolved_items(node: DictConfig) -> dict[str, Any]:
     return items
 
 
+def instantiated_nodes(cfg: DictConfig) -> dict[str, DictConfig]:
+    """The nodes peft_glue instantiates with their ``_target_`` (besides task and method), by key."""
+    nodes = {key: cfg.get(key) for key in ("checkpoint", "best_checkpoint")}
+    for group in ("logger", "callbacks"):
+        nodes.update({f"{group}.{name}": node for name, node in (cfg.get(group) or {}).items()})
+    return {key: node for key, node in nodes.items() if isinstance(node, DictConfig) and "_target_" in node}
+
+
 def check_typed_groups(cfg: DictConfig, examples: Callable[[], DictConfig] | None = None) -> None:
     """Check ``task`` and ``method`` against their classes, each logger against its class and ``trainer``
     against Lightning's Trainer; ``examples`` (composed only when a message needs it: the config without the
     user's values) gives the example in a message."""
 
     def example_values(group: str, fallback: Mapping) -> Mapping:
-        return LazyExamples(lambda: examples().get(group) if examples else None, fallback)
+        return LazyExamples(lambda: OmegaConf.select(examples(), group) if examples else None, fallback)
 
     for group in ("task", "method"):
         node = cfg.get(group)
@@ -308,11 +313,10 @@ def check_typed_groups(cfg: DictConfig, examples: Callable[[], DictConfig] | Non
         values = {k: v for k, v in resolved_items(node).items() if k != "_target_"}
         hints, defaults = dataclass_fields(cls)
         check_fields(group, values, hints, example_values(group, defaults))
-    for name, node in (cfg.get("logger") or {}).items():  # each logger against its class's arguments
-        if isinstance(node, DictConfig) and "_target_" in node:
-            hints, defaults, open_ended = signature_fields(get_class(node._target_))
-            values = {k: v for k, v in resolved_items(node).items() if k != "_target_"}
-            check_fields(f"logger.{name}", values, hints, defaults, open_ended)
+    for prefix, node in instantiated_nodes(cfg).items():  # each against its class's arguments
+        hints, defaults, open_ended = signature_fields(get_class(node._target_))
+        values = {k: v for k, v in resolved_items(node).items() if k != "_target_"}
+        check_fields(prefix, values, hints, example_values(prefix, defaults), open_ended)
     if cfg.get("trainer") is not None:
         hints, defaults = trainer_fields()
         values = resolved_items(cfg.trainer)

@@ -9,12 +9,20 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from peft_glue.config import CONFIG_DIR, check_command_line, group_options, register_resolvers
-from peft_glue.schema import dataclass_fields, matches, schema_field, signature_fields, trainer_fields
+from peft_glue.schema import (
+    dataclass_fields,
+    instantiated_nodes,
+    matches,
+    schema_field,
+    signature_fields,
+    trainer_fields,
+)
 
 from .conftest import run_cli
 from .test_errors import assert_one_line_error
 
 WRONG = "not_a_number"
+EXTRAS = ["logger=[csv,tensorboard]", "callbacks=early_stopping"]  # optional groups: their keys too
 
 
 def leaves(node: dict, prefix: str = "") -> dict[str, object]:
@@ -37,10 +45,11 @@ def type_of(cfg: DictConfig, key: str):
         return {"_target_": str, **dataclass_fields(get_class(cfg[group]._target_))[0]}.get(name)
     if group == "trainer":
         return trainer_fields()[0].get(name)
-    if group == "logger":
-        logger, _, argument = name.partition(".")
-        hints, _, open_ended = signature_fields(get_class(cfg.logger[logger]._target_))
-        return {"_target_": str, **hints}.get(argument, object if open_ended else None)
+    nodes = instantiated_nodes(cfg)
+    owner = next((prefix for prefix in nodes if key.startswith(f"{prefix}.")), None)
+    if owner is not None:
+        hints, _, open_ended = signature_fields(get_class(nodes[owner]._target_))
+        return {"_target_": str, **hints}.get(key.removeprefix(f"{owner}."), object if open_ended else None)
     return schema_field(key)[0]
 
 
@@ -56,7 +65,7 @@ def configs() -> list[tuple[str, list[str]]]:
 def test_every_key_refuses_a_value_of_the_wrong_type(name, choice, capsys):
     register_resolvers()
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[*choice, "logger=[csv,tensorboard]"])
+        cfg = compose("config", overrides=[*choice, *EXTRAS])
     values = leaves(OmegaConf.to_container(cfg, resolve=False))
     keys = [k for k in values if name == "default" or k.startswith(choice[0].split("=")[0] + ".")]
     assert keys
@@ -67,7 +76,7 @@ def test_every_key_refuses_a_value_of_the_wrong_type(name, choice, capsys):
         if matches(WRONG, hint) or isinstance(values[key], list) and matches([WRONG], hint):
             continue  # takes text (a path, a name, a choice Lightning spells): no wrong type to give
         with pytest.raises(SystemExit) as exit_info:
-            check_command_line([*choice, "logger=[csv,tensorboard]", f"{key}={WRONG}"])
+            check_command_line([*choice, *EXTRAS, f"{key}={WRONG}"])
         error = capsys.readouterr().err.strip()
         assert exit_info.value.code == 2 and error.startswith("error: ") and "\n" not in error, error
         assert f"{key}={WRONG}" in error and "expected" in error, error
