@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError
 
+from peft_glue.config_paths import CONFIG_DIR, config_folders, user_searchpath
 from peft_glue.distributed import usable_cores
 from peft_glue.errors import UserError, exit_with
 from peft_glue.models import package_model_path
-
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -72,8 +72,8 @@ def build(node: DictConfig, **kwargs: Any) -> Any:
         raise
 
 
-def group_options(group: str) -> list[str]:
-    return sorted(path.stem for path in (CONFIG_DIR / group).glob("*.yaml"))
+def group_options(group: str, folders: Sequence[Path] = (CONFIG_DIR,)) -> list[str]:
+    return sorted({path.stem for folder in folders for path in (folder / group).glob("*.yaml")})
 
 
 def chosen_options(override: Any) -> list[str]:
@@ -85,18 +85,18 @@ def chosen_options(override: Any) -> list[str]:
     return [str(v) for v in values]
 
 
-def first_of_each_sweep(overrides: list[str]) -> list[str]:
+def first_of_each_sweep(overrides: list[str], folders: Sequence[Path] = (CONFIG_DIR,)) -> list[str]:
     """The overrides of a multirun's first job (sweeps `a=1,2` become `a=1`); hydra's own keys dropped."""
     first = []
     for override in OverridesParser.create().parse_overrides(overrides):
         if override.is_hydra_override():
             continue
         group = override.get_key_element().lstrip("+~")
-        if (CONFIG_DIR / group).is_dir() and not override.is_delete():
+        if any((folder / group).is_dir() for folder in folders) and not override.is_delete():
             # checked here: Hydra silently skips an unknown option of an `optional` group (experiment, ...)
-            unknown = [v for v in chosen_options(override) if v not in group_options(group)]
+            unknown = [v for v in chosen_options(override) if v not in group_options(group, folders)]
             if unknown:
-                exit_with(unknown_option(group, unknown[0]))
+                exit_with(unknown_option(group, unknown[0], folders))
         value = (
             next(iter(override.sweep_string_iterator()))
             if override.is_sweep_override()
@@ -139,17 +139,22 @@ def check_command_line(argv: list[str]) -> None:
         or args.hydra_help
         or args.info
         or args.shell_completion
-        or args.config_dir
-        or args.config_path
+        or args.config_path  # another primary config folder: nothing of ours to check against
     ):
         return
+    if args.config_dir and not Path(args.config_dir).is_dir():
+        exit_with(f"--config-dir {args.config_dir}: no such folder")
+    searchpath = user_searchpath(args.config_dir, args.overrides)  # the user's own config folders
+    folders = config_folders(searchpath)
     try:
-        overrides = first_of_each_sweep(args.overrides)
+        overrides = first_of_each_sweep(args.overrides, folders)
+        if searchpath:
+            overrides.append(f"hydra.searchpath=[{','.join(map(repr, searchpath))}]")
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
             check_hydra_plugins(args.overrides)
             compose(args.config_name or "config", overrides=overrides)
     except MissingConfigException as error:
-        exit_with(explain_missing_option(error))
+        exit_with(explain_missing_option(error, folders))
     except Exception as error:  # hydra/omegaconf composition and override-grammar errors
         exit_with(explain_override_error(error))
 
@@ -181,19 +186,19 @@ def check_hydra_plugins(overrides: list[str]) -> None:
                 exit_with(missing_plugin(group, wanted))
 
 
-def unknown_option(group: str, wanted: str) -> str:
-    options = group_options(group)
+def unknown_option(group: str, wanted: str, folders: Sequence[Path] = (CONFIG_DIR,)) -> str:
+    options = group_options(group, folders)
     return f"unknown {group} '{wanted}'; choose one of: {', '.join(options)} (e.g. {group}={options[0]})"
 
 
-def explain_missing_option(error: MissingConfigException) -> str:
+def explain_missing_option(error: MissingConfigException, folders: Sequence[Path] = (CONFIG_DIR,)) -> str:
     missing = str(error.missing_cfg_file or "")
     plugin_group, _, plugin = missing.rpartition("/")
     if plugin_group in PLUGIN_GROUPS:  # e.g. hparams_search=lora_optuna without the optuna sweeper
         return missing_plugin(plugin_group, plugin)
     group, _, wanted = missing.partition("/")
-    if group and group_options(group):
-        return unknown_option(group, wanted)
+    if group and group_options(group, folders):
+        return unknown_option(group, wanted, folders)
     return str(error).strip().splitlines()[0]
 
 

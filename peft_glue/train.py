@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, TQDMProgressBar
 
 from peft_glue.config import build, check_command_line, expand_resume, register_resolvers
+from peft_glue.config_paths import CONFIG_PATH
 from peft_glue.cpu_dropout import use_cpu_dropout
 from peft_glue.data import GlueDataModule
 from peft_glue.distributed import check_strategy, job_scope, launch_ranks_as_this_job, share_cores
@@ -143,7 +144,7 @@ def setup_process() -> None:
     register_resolvers()
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@hydra.main(config_path=CONFIG_PATH, config_name="config", version_base="1.3")
 def run(cfg: DictConfig) -> float:
     """One job: train, record the outcome in results.json whatever happens, return the ``objective``."""
     setup_process()
