@@ -44,6 +44,7 @@ from peft_glue.results import (
 )
 from peft_glue.resume import RestoreRandomState, checkpoint_to_resume
 from peft_glue.tasks import GlueTask
+from peft_glue.tracking import log_run
 
 log = logging.getLogger("peft_glue")
 
@@ -115,6 +116,7 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
             write_submission(submission, predictions)
         record.save(test=None, predictions=str(submission))
     record.save(status="completed", peak_memory_mb=peak_memory_mb(), threads=torch.get_num_threads())
+    log_run(trainer.loggers, OmegaConf.to_container(cfg, resolve=True), record)  # hparams, final metrics
     return module
 
 
