@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.resources
 from pathlib import Path
+from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -68,3 +69,14 @@ def config_folders(searchpath: list[str]) -> list[Path]:
         if folder is not None and folder.is_dir() and folder not in folders:
             folders.append(folder)
     return folders
+
+
+def searchpath_arguments(hydra_cfg: Any) -> list[str]:
+    """The arguments that give a running job's user config folders to another process running the same
+    job (a DDP rank): its ``--config-dir`` and its command line's ``hydra.searchpath=...``."""
+    arguments = [
+        f"--config-dir={source.path.removeprefix('file://')}"
+        for source in hydra_cfg.runtime.config_sources
+        if source.provider == "command-line"
+    ]
+    return arguments + [o for o in hydra_cfg.overrides.hydra if o.startswith("hydra.searchpath=")]
