@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install test test-slow lint format clean
+.PHONY: install test test-slow lint wheel-check format clean
 
 install: $(VENV)/.installed
 
@@ -23,6 +23,10 @@ test-slow: install
 lint: install
 	$(PY) -m ruff check peft_glue tests benchmarks
 	$(PY) -m ruff format --check peft_glue tests benchmarks
+
+# the wheel, installed non-editable into a fresh venv (reusing .venv's packages), run from outside the repo
+wheel-check: install
+	.ci/wheel-check $(VENV)
 
 format: install
 	$(PY) -m ruff format peft_glue tests benchmarks
