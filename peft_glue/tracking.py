@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.loggers import MLFlowLogger as LightningMLFlowLogger
 from pytorch_lightning.loggers import WandbLogger as LightningWandbLogger
@@ -43,14 +44,26 @@ def final_metrics(record: Mapping[str, Any]) -> dict[str, float]:
     return metrics
 
 
-def log_run(loggers: Iterable[Logger], config: Mapping[str, Any], record: Mapping[str, Any]) -> None:
+def hyperparameters(config: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """The run's config, resolved, without Hydra's own node (which a composed config may still hold)."""
+
+    def resolved(value: Any) -> Any:
+        return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+    return {key: resolved(config[key]) for key in config if key != "hydra"}
+
+
+def log_run(
+    loggers: Iterable[Logger], config: DictConfig | Mapping[str, Any], record: Mapping[str, Any]
+) -> None:
     """Log the resolved config as hyperparameters and the record's ``final_metrics`` to every logger, at the
     run's last step, then close the loggers (a W&B run is finished, so the next job of a multirun starts
     its own). Loggers write on global rank 0 only."""
+    params = hyperparameters(config)
     metrics = final_metrics(record)
     last = ((record.get("val") or {}).get("last") or {}).get("step")
     for logger in loggers:
-        logger.log_hyperparams(dict(config))
+        logger.log_hyperparams(params)
         logger.log_metrics(metrics, step=last)
         logger.save()
         logger.finalize("success")

@@ -116,7 +116,7 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
             write_submission(submission, predictions)
         record.save(test=None, predictions=str(submission))
     record.save(status="completed", peak_memory_mb=peak_memory_mb(), threads=torch.get_num_threads())
-    log_run(trainer.loggers, OmegaConf.to_container(cfg, resolve=True), record)  # hparams, final metrics
+    log_run(trainer.loggers, cfg, record)  # the config and the final results to every logger
     return module
 
 

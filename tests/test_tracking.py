@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from peft_glue.tracking import final_metrics
-from tests.conftest import run_cli, tiny_overrides
+from tests.conftest import compose_cfg, run_cli, tiny_overrides
 
 
 def tracker_env(tmp_path: Path) -> dict[str, str]:
@@ -160,3 +160,13 @@ def test_mlflow_local_store_holds_params_and_final_metrics(tiny_bert, tiny_glue,
     assert float(params["optimizer/lr"]) == results["optimizer"]["lr"]
     assert params["task/_target_"] == "peft_glue.tasks.SST2"
     assert "val/accuracy" in metrics  # what Lightning logs during training reaches MLflow too
+
+
+def test_hyperparameters_are_the_resolved_config_without_hydra(tmp_path):
+    from peft_glue.tracking import hyperparameters
+
+    cfg = compose_cfg(["method=lora", "optimizer.lr=0.002"], tmp_path / "run")
+    params = hyperparameters(cfg)  # composed in-process, the config still holds Hydra's own node
+    assert "hydra" not in params and "hydra" in cfg
+    assert params["optimizer"]["lr"] == 0.002
+    assert params["checkpoint"]["dirpath"] == str(tmp_path / "run" / "checkpoints")  # resolved
