@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install test test-slow lint format clean
+.PHONY: install test test-slow lint wheel-check format clean
 
 install: $(VENV)/.installed
 
@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first, pinned: the CPU wheel lies on disk here; an unpinned `torch` pulls a multi-GB CUDA build.
 	$(PY) -m pip install --quiet torch==$(TORCH_VERSION)
-	$(PY) -m pip install --quiet -e '.[dev,sweep,slurm]'
+	$(PY) -m pip install --quiet -e '.[dev,sweep,slurm,wandb,mlflow]'
 	touch $@
 
 test: install
@@ -23,6 +23,10 @@ test-slow: install
 lint: install
 	$(PY) -m ruff check peft_glue tests benchmarks
 	$(PY) -m ruff format --check peft_glue tests benchmarks
+
+# the wheel, installed non-editable into a fresh venv (reusing .venv's packages), run from outside the repo
+wheel-check: install
+	.ci/wheel-check $(VENV)
 
 format: install
 	$(PY) -m ruff format peft_glue tests benchmarks

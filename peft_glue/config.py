@@ -3,6 +3,7 @@ of the command line that turns a wrong override into one line naming the fix."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +16,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ValidationError
 
+from peft_glue.config_paths import CONFIG_DIR, config_folders, user_searchpath
 from peft_glue.errors import UserError, exit_with
 from peft_glue.hardware import best_precision, dataloader_workers
 from peft_glue.models import package_model_path
 from peft_glue.schema import check_typed_groups, describe, register_schema, schema_field, wrong_value
-
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 def grid_item(grid: Any, step: Any) -> Any:
@@ -53,8 +53,8 @@ def build(node: DictConfig, **kwargs: Any) -> Any:
         raise
 
 
-def group_options(group: str) -> list[str]:
-    return sorted(path.stem for path in (CONFIG_DIR / group).glob("*.yaml"))
+def group_options(group: str, folders: Sequence[Path] = (CONFIG_DIR,)) -> list[str]:
+    return sorted({path.stem for folder in folders for path in (folder / group).glob("*.yaml")})
 
 
 def chosen_options(override: Any) -> list[str]:
@@ -74,10 +74,10 @@ def sweep_values(override: Any) -> list[str]:
         return []
 
 
-def jobs_to_check(overrides: list[str]) -> list[list[str]]:
+def jobs_to_check(overrides: list[str], folders: Sequence[Path] = (CONFIG_DIR,)) -> list[list[str]]:
     """The first job's overrides, then one variant of it per other value of each sweep, so that a wrong
     value anywhere in a sweep is found before the first job starts."""
-    first = first_of_each_sweep(overrides)
+    first = first_of_each_sweep(overrides, folders)
     parsed = [o for o in OverridesParser.create().parse_overrides(overrides) if not o.is_hydra_override()]
     jobs = [first]
     for position, override in enumerate(parsed):
@@ -88,18 +88,18 @@ def jobs_to_check(overrides: list[str]) -> list[list[str]]:
     return jobs
 
 
-def first_of_each_sweep(overrides: list[str]) -> list[str]:
+def first_of_each_sweep(overrides: list[str], folders: Sequence[Path] = (CONFIG_DIR,)) -> list[str]:
     """The overrides of a multirun's first job (sweeps `a=1,2` become `a=1`); hydra's own keys dropped."""
     first = []
     for override in OverridesParser.create().parse_overrides(overrides):
         if override.is_hydra_override():
             continue
         group = override.get_key_element().lstrip("+~")
-        if (CONFIG_DIR / group).is_dir() and not override.is_delete():
+        if any((folder / group).is_dir() for folder in folders) and not override.is_delete():
             # checked here: Hydra silently skips an unknown option of an `optional` group (experiment, ...)
-            unknown = [v for v in chosen_options(override) if v not in group_options(group)]
+            unknown = [v for v in chosen_options(override) if v not in group_options(group, folders)]
             if unknown:
-                exit_with(unknown_option(group, unknown[0]))
+                exit_with(unknown_option(group, unknown[0], folders))
         values = sweep_values(override) if override.is_sweep_override() else []
         value = values[0] if values else override.get_value_element_as_str()
         key = override.get_key_element()
@@ -116,21 +116,26 @@ def check_command_line(argv: list[str]) -> None:
         or args.hydra_help
         or args.info
         or args.shell_completion
-        or args.config_dir
-        or args.config_path
+        or args.config_path  # another primary config folder: nothing of ours to check against
     ):
         return
+    if args.config_dir and not Path(args.config_dir).is_dir():
+        exit_with(f"--config-dir {args.config_dir}: no such folder")
+    searchpath = user_searchpath(args.config_dir, args.overrides)  # the user's own config folders
+    folders = config_folders(searchpath)
     try:
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
             check_hydra_plugins(args.overrides)
-            for overrides in jobs_to_check(args.overrides):
-                cfg = compose(args.config_name or "config", overrides=overrides)
-                choices = [o for o in overrides if (CONFIG_DIR / o.split("=")[0].lstrip("+~")).is_dir()]
+            extra = [f"hydra.searchpath=[{','.join(map(repr, searchpath))}]"] if searchpath else []
+            for job in jobs_to_check(args.overrides, folders):
+                groups = [o for o in job if any((f / o.split("=")[0].lstrip("+~")).is_dir() for f in folders)]
+                cfg = compose(args.config_name or "config", overrides=[*job, *extra])
                 check_typed_groups(
-                    cfg, lambda choices=choices: compose(args.config_name or "config", overrides=choices)
+                    cfg,
+                    lambda groups=groups: compose(args.config_name or "config", overrides=[*groups, *extra]),
                 )
     except MissingConfigException as error:
-        exit_with(explain_missing_option(error))
+        exit_with(explain_missing_option(error, folders))
     except UserError as error:
         exit_with(str(error))
     except Exception as error:  # hydra/omegaconf composition and override-grammar errors
@@ -164,19 +169,19 @@ def check_hydra_plugins(overrides: list[str]) -> None:
                 exit_with(missing_plugin(group, wanted))
 
 
-def unknown_option(group: str, wanted: str) -> str:
-    options = group_options(group)
+def unknown_option(group: str, wanted: str, folders: Sequence[Path] = (CONFIG_DIR,)) -> str:
+    options = group_options(group, folders)
     return f"unknown {group} '{wanted}'; choose one of: {', '.join(options)} (e.g. {group}={options[0]})"
 
 
-def explain_missing_option(error: MissingConfigException) -> str:
+def explain_missing_option(error: MissingConfigException, folders: Sequence[Path] = (CONFIG_DIR,)) -> str:
     missing = str(error.missing_cfg_file or "")
     plugin_group, _, plugin = missing.rpartition("/")
     if plugin_group in PLUGIN_GROUPS:  # e.g. hparams_search=lora_optuna without the optuna sweeper
         return missing_plugin(plugin_group, plugin)
     group, _, wanted = missing.partition("/")
-    if group and group_options(group):
-        return unknown_option(group, wanted)
+    if group and group_options(group, folders):
+        return unknown_option(group, wanted, folders)
     return str(error).strip().splitlines()[0]
 
 

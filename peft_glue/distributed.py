@@ -22,6 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_original_cwd
 from pytorch_lightning.strategies.launchers import subprocess_script
 
+from peft_glue.config_paths import searchpath_arguments
 from peft_glue.errors import UserError
 from peft_glue.hardware import usable_cores
 
@@ -40,6 +41,7 @@ def rank_command(local_rank: int) -> tuple[Sequence[str], str]:
         "hydra.mode=RUN",  # one job, even where the config asks for a sweep (hparams_search)
         "hydra.output_subdir=null",  # rank 0 wrote .hydra/ already
         f"hydra.job.name={hydra_cfg.job.name}_rank{local_rank}",  # its own log file
+        *searchpath_arguments(hydra_cfg),  # the user's config folders: --config-dir, hydra.searchpath
     ]
     return command, get_original_cwd()
 

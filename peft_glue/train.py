@@ -27,6 +27,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor, TQDMProgressBar
 from peft_glue.callbacks import TrainThroughput
 from peft_glue.components import assemble
 from peft_glue.config import check_command_line, register_resolvers
+from peft_glue.config_paths import CONFIG_PATH
 from peft_glue.cpu_dropout import use_cpu_dropout
 from peft_glue.data import GlueDataModule
 from peft_glue.distributed import (
@@ -52,6 +53,7 @@ from peft_glue.resume import (
 from peft_glue.rundir import COMPLETED, DRY_RUN, FAILED, RunRecord, read_results
 from peft_glue.selection import restore_best
 from peft_glue.splits import split_summary
+from peft_glue.tracking import log_run
 
 log = logging.getLogger("peft_glue")
 
@@ -129,6 +131,7 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
             write_submission(submission, task, predictions)
         record.save(predictions=str(submission))
     record.save(status=COMPLETED, peak_memory_mb=peak_memory_mb(), threads=torch.get_num_threads())
+    log_run(trainer.loggers, cfg, record)  # the config and the final results to every logger
     return module
 
 
@@ -160,7 +163,7 @@ def setup_process() -> None:
     register_resolvers()
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@hydra.main(config_path=CONFIG_PATH, config_name="config", version_base="1.3")
 def run(cfg: DictConfig) -> float:
     """One job: train, record the outcome in results.json whatever happens, return the ``objective``."""
     setup_process()

@@ -1,0 +1,96 @@
+"""Experiment trackers: a run's hyperparameters and final results go to every Lightning logger of the run.
+
+``logger=wandb`` (Weights & Biases, offline by default, files under the run folder) and ``logger=mlflow``
+(MLflow, a local store under ``outputs/mlruns`` by default) are Lightning's own ``WandbLogger`` and
+``MLFlowLogger`` (extras ``peft_glue[wandb]``, ``peft_glue[mlflow]``). During training they get what every
+logger gets (loss, learning rate, validation metrics per epoch); at the end of a completed run ``log_run``
+gives each logger the resolved config as hyperparameters and the numeric results of results.json as metrics.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import Logger
+from pytorch_lightning.loggers import MLFlowLogger as LightningMLFlowLogger
+from pytorch_lightning.loggers import WandbLogger as LightningWandbLogger
+
+# numeric fields of results.json that are settings, not results: already in the hyperparameters
+SETTINGS = frozenset({"seed", "batch_size", "max_epochs", "train_subset"})
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def final_metrics(record: Mapping[str, Any]) -> dict[str, float]:
+    """The numeric results of a run record (results.json), flat: ``val/best/<metric>``,
+    ``val/last/<metric>``, ``test/<metric>``, and top-level numbers such as ``trainable_params``,
+    ``train_samples_per_second`` or ``peak_memory_mb``."""
+    metrics: dict[str, float] = {}
+    for key, value in record.items():
+        if _is_number(value) and key not in SETTINGS:
+            metrics[key] = value
+    for which, values in (record.get("val") or {}).items():
+        for name, value in (values or {}).items():
+            if _is_number(value):
+                metrics[f"val/{which}/{name}"] = value
+    for name, value in (record.get("test") or {}).items():
+        if _is_number(value):
+            metrics[f"test/{name}"] = value
+    return metrics
+
+
+def hyperparameters(config: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """The run's config, resolved, without Hydra's own node (which a composed config may still hold)."""
+
+    def resolved(value: Any) -> Any:
+        return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+    return {key: resolved(config[key]) for key in config if key != "hydra"}
+
+
+def log_run(
+    loggers: Iterable[Logger], config: DictConfig | Mapping[str, Any], record: Mapping[str, Any]
+) -> None:
+    """Log the resolved config as hyperparameters and the record's ``final_metrics`` to every logger, at the
+    run's last step, then close the loggers (a W&B run is finished, so the next job of a multirun starts
+    its own). Loggers write on global rank 0 only."""
+    params = hyperparameters(config)
+    metrics = final_metrics(record)
+    last = ((record.get("val") or {}).get("last") or {}).get("step")
+    for logger in loggers:
+        logger.log_hyperparams(params)
+        logger.log_metrics(metrics, step=last)
+        logger.save()
+        logger.finalize("success")
+        if isinstance(logger, LightningWandbLogger) and logger._experiment is not None:
+            logger.experiment.finish()
+
+
+class WandbLogger(LightningWandbLogger):
+    """Lightning's WandbLogger, one W&B run per job. Lightning reuses a W&B run that is still open in the
+    process; a job that failed in a multirun leaves its run open (``log_run`` finishes completed ones), so
+    this marks that run failed and finishes it before the next job starts its own."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish(exit_code=1)
+        super().__init__(*args, **kwargs)
+
+
+class MLFlowLogger(LightningMLFlowLogger):
+    """Lightning's MLFlowLogger. MLflow 3 refuses its file store (a folder such as outputs/mlruns) unless
+    ``MLFLOW_ALLOW_FILE_STORE=true``: the file store needs only the light ``mlflow-skinny`` (a database
+    store needs the full ``mlflow`` and SQLAlchemy 2), so a ``file:`` tracking URI turns it on (unless the
+    variable is set already)."""
+
+    def __init__(self, *args: Any, tracking_uri: str | None = None, **kwargs: Any) -> None:
+        if tracking_uri is None or tracking_uri.startswith("file:"):
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        super().__init__(*args, tracking_uri=tracking_uri, **kwargs)
