@@ -119,6 +119,7 @@ def check_command_line(argv: list[str]) -> None:
         or args.config_path  # another primary config folder: nothing of ours to check against
     ):
         return
+    register_resolvers()  # the schema and resolvers that composing needs
     if args.config_dir and not Path(args.config_dir).is_dir():
         exit_with(f"--config-dir {args.config_dir}: no such folder")
     searchpath = user_searchpath(args.config_dir, args.overrides)  # the user's own config folders
@@ -187,7 +188,7 @@ def explain_missing_option(error: MissingConfigException, folders: Sequence[Path
 
 def explain_override_error(error: Exception) -> str:
     cause = error.__cause__
-    if isinstance(cause, ConfigAttributeError) and "not in struct" in str(cause):
+    if isinstance(cause, ConfigAttributeError) and cause.full_key:  # not in the yaml, not in the schema
         return (
             f"unknown key '{cause.full_key}': check its spelling (`python -m peft_glue.train --cfg job` "
             f"prints every key), or add a new key with a leading +"
