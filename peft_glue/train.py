@@ -37,7 +37,7 @@ from peft_glue.distributed import (
     share_cores,
 )
 from peft_glue.errors import UserError, exit_with
-from peft_glue.export import export_trained, write_submission
+from peft_glue.export import export_trained, per_split, write_submissions
 from peft_glue.hardware import peak_memory_mb
 from peft_glue.models import parameter_summary
 from peft_glue.module import GlueClassifier
@@ -50,6 +50,7 @@ KNOWN_NOISE = [  # warnings of our dependencies that say nothing to a user of pe
     r"`is_gradient_checkpointing` is deprecated",
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
     r"You are using a custom batch sampler `SortedBatchSampler`",  # it does return every index
+    r"Metric `SpearmanCorrcoef` will save all targets",  # GLUE validation sets are small
 ]
 
 
@@ -93,7 +94,7 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
     trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
     history = module.val_history
     record.save(
-        val={"best": max(history, key=lambda m: m[task.monitor]), "last": history[-1]} if history else None,
+        val={"best": best_epoch(history, task.monitor), "last": history[-1]} if history else None,
         val_history=history,
         train_seconds=round(throughput.seconds, 2),
         train_samples=throughput.samples,  # all ranks together
@@ -105,13 +106,22 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
         test = trainer.test(module, datamodule=datamodule, verbose=False)[0]
         record.save(test={key.removeprefix("test/"): value for key, value in test.items()})
     else:
-        submission = run_dir / task.submission_file
-        predictions = gather_predictions(trainer.predict(module, datamodule=datamodule))
+        splits = datamodule.eval_splits("test")
+        predicted = per_split(trainer.predict(module, datamodule=datamodule), splits)
+        predictions = {split: gather_predictions(batches) for split, batches in predicted.items()}
+        files = [run_dir / task.submission_file_of(split) for split in splits]
         if record.writes:
-            write_submission(submission, task, predictions)
-        record.save(test=None, predictions=str(submission))
+            write_submissions(run_dir, task, predictions)
+        # one file: its path, as before; several (MNLI): the list
+        record.save(test=None, predictions=str(files[0]) if len(files) == 1 else [str(f) for f in files])
     record.save(status=COMPLETED, peak_memory_mb=peak_memory_mb(), threads=torch.get_num_threads())
     return module
+
+
+def best_epoch(history: list[dict[str, float]], monitor: str) -> dict[str, float]:
+    """The epoch with the highest ``monitor`` (every GLUE metric grows with quality); a NaN one (e.g. a
+    correlation of constant predictions) never wins over a number."""
+    return max(history, key=lambda m: (not math.isnan(m[monitor]), m[monitor]))
 
 
 def callbacks(cfg: DictConfig, throughput: TrainThroughput) -> list[pl.Callback]:
