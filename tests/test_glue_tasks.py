@@ -324,3 +324,25 @@ def test_stsb_regression_head_trains_exports_and_predicts_again(tiny_bert, tmp_p
     assert again[0].read_text() == written  # the trained head (and LoRA/BitFit tensors) came back
     values = [float(line.split("\t")[1]) for line in written.splitlines()[1:]]
     assert len(values) == 10 and all(0 <= v <= 5 for v in values)
+
+
+@pytest.mark.slow  # MiniLM, one epoch on real RTE and STS-B: minutes on 2 cores (`make test-slow`)
+@needs_real_glue
+@pytest.mark.parametrize(("task", "metric", "floor"), [("rte", "accuracy", 0.527), ("stsb", "pearson", 0.0)])
+def test_minilm_learns_real_rte_and_stsb_in_one_epoch(tmp_path, task, metric, floor):
+    """RTE: above its dev majority class (146 of 277 entailment, 52.7%); STS-B: a positive Pearson."""
+    overrides = [
+        f"task={task}",
+        "model=minilm",
+        "method=lora",
+        "optimizer.lr=2e-3",
+        f"data.data_dir={SHARED_GLUE}",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_checkpointing=false",
+    ]
+    record = RunRecord(tmp_path, task=task, method={"name": "lora"}, model="minilm", seed=42)
+    train(compose_cfg(overrides, tmp_path), record)
+    results = read_results(tmp_path)
+    assert results["status"] == "completed", results.get("error")
+    assert results["val"]["best"][metric] > floor
