@@ -32,7 +32,6 @@ from peft_glue.tasks import UNLABELLED, GlueTask
 log = logging.getLogger(__name__)
 
 HUB_DATASET = "nyu-mll/glue"
-LOCAL_SPLITS = {"train": "train.tsv", "validation": "dev.tsv", "test": "test.tsv"}
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 OFFLINE_DATA_HINT = (
     "set GLUE_DIR or data.data_dir=/path/to/glue (classic GLUE layout); model=minilm for offline weights"
@@ -51,25 +50,45 @@ def load_glue(task: GlueTask, data_dir: str | os.PathLike | None) -> DatasetDict
 
 def load_hub(task: GlueTask) -> DatasetDict:
     try:
-        raw = load_dataset(HUB_DATASET, task.hub_config)
+        hub = load_dataset(HUB_DATASET, task.hub_config)
     except Exception as error:  # connection, DNS, offline-mode and missing-dataset errors all end here
         raise UserError(
             f"cannot load GLUE {task.name} from the Hugging Face Hub: {OFFLINE_DATA_HINT}"
         ) from error
-    if "sentence" in raw["train"].column_names:
-        raw = raw.rename_column("sentence", "sentence1")
-    return raw.select_columns(["idx", *normalised_text_columns(task), "label"])
+    raw = DatasetDict({split: hub[hub_split] for split, hub_split in task.hub_splits.items()})
+    for split, config in task.optional_hub_configs.items():  # MNLI's diagnostic set AX: its own config
+        try:
+            raw[split] = load_dataset(HUB_DATASET, config)["test"]
+        except Exception as error:  # noqa: BLE001 - an optional set: go on without it
+            log.warning("no %s split (Hub config %s): %s", split, config, error)
+    return DatasetDict({split: normalise_hub(dataset, task) for split, dataset in raw.items()})
+
+
+def normalise_hub(dataset: Dataset, task: GlueTask) -> Dataset:
+    """The Hub's columns -> idx, sentence1[, sentence2], label (the Hub's labels are already the targets)."""
+    hub_columns = task.hub_text_columns or (("sentence",) if not task.is_pair else ("sentence1", "sentence2"))
+    ours = normalised_text_columns(task)
+    renames = {hub: our for hub, our in zip(hub_columns, ours, strict=True) if hub != our}
+    if renames:
+        dataset = dataset.rename_columns(renames)
+    return dataset.select_columns(["idx", *ours, "label"]).cast(normalised_features(task))
 
 
 def load_local(task: GlueTask, data_dir: Path) -> DatasetDict:
     folder = data_dir / task.folder
-    missing = [name for name in LOCAL_SPLITS.values() if not (folder / name).is_file()]
+    missing = [name for name in task.local_files.values() if not (folder / name).is_file()]
     if missing:
+        stems = ",".join(name.removesuffix(".tsv") for name in task.local_files.values())
         raise UserError(
             f"{folder} lacks {', '.join(missing)}; data.data_dir (or GLUE_DIR) must hold "
-            f"{task.folder}/{{train,dev,test}}.tsv"
+            f"{task.folder}/{{{stems}}}.tsv"
         )
-    return DatasetDict({split: read_glue_tsv(folder / name, task) for split, name in LOCAL_SPLITS.items()})
+    raw = DatasetDict({split: read_glue_tsv(folder / name, task) for split, name in task.local_files.items()})
+    for split, candidates in task.optional_local_files.items():  # MNLI's diagnostic set AX, when it is there
+        found = [data_dir / name for name in candidates if (data_dir / name).is_file()]
+        if found:
+            raw[split] = read_glue_tsv(found[0], task)
+    return raw
 
 
 def normalised_text_columns(task: GlueTask) -> list[str]:
@@ -77,14 +96,24 @@ def normalised_text_columns(task: GlueTask) -> list[str]:
 
 
 def read_glue_tsv(path: Path, task: GlueTask) -> Dataset:
-    """A GLUE TSV: tab-separated, no quoting (sentences hold unbalanced quotes), maybe a UTF-8 BOM."""
+    """A GLUE TSV: tab-separated, no quoting (sentences hold unbalanced quotes), maybe a UTF-8 BOM, maybe
+    no header row (CoLA's train and dev: ``task.headerless_columns``)."""
     with open(path, encoding="utf-8-sig") as file:
         header = file.readline().rstrip("\r\n").split("\t")
     missing = [column for column in task.text_columns if column not in header]
-    if missing:
+    headerless = bool(missing) and task.headerless_columns is not None
+    if headerless:
+        if len(header) != len(task.headerless_columns):
+            raise UserError(
+                f"{path} line 1 has {len(header)} tab-separated fields; a {task.name} file without a header "
+                f"has {len(task.headerless_columns)} ({', '.join(task.headerless_columns)})"
+            )
+        header = list(task.headerless_columns)
+    elif missing:
         raise UserError(
             f"{path} lacks the column(s) {missing}; its header must name {list(task.text_columns)}"
         )
+    first_line = 1 if headerless else 2  # the file's line number of the first row
     try:
         with warnings.catch_warnings():
             # a row with more fields than the header would silently lose data: make pandas' warning an error
@@ -99,6 +128,7 @@ def read_glue_tsv(path: Path, task: GlueTask) -> Dataset:
                 na_filter=False,
                 index_col=False,
                 features=Features({column: Value("string") for column in header}),
+                **({"header": None, "column_names": header} if headerless else {}),
             )
     except ValueError as error:
         if "corresponds to no data" in str(error):
@@ -110,19 +140,27 @@ def read_glue_tsv(path: Path, task: GlueTask) -> Dataset:
         cause = str(error.__cause__ or error).strip().splitlines()[-1]
         raise UserError(f"{path} is not a well-formed GLUE TSV ({cause}); fix or re-download it") from error
     labelled = task.label_column in header
+    index_column = (
+        task.index_column if task.index_column in header else "index" if "index" in header else None
+    )
 
     def normalise(batch: dict, rows: list[int]) -> dict:
         texts = [batch[column] for column in task.text_columns]
         for row, values in zip(rows, zip(*texts, strict=True), strict=True):
             if any(value is None for value in values):
-                raise UserError(f"{path} line {row + 2} has too few tab-separated fields")
+                raise UserError(f"{path} line {row + first_line} has too few tab-separated fields")
         labels = [UNLABELLED] * len(rows)
         if labelled:
             labels = [
-                parse_label(task, label, path, row + 2)
+                parse_label(task, label, path, row + first_line)
                 for row, label in zip(rows, batch[task.label_column], strict=True)
             ]
-        indices = [int(i) for i in batch["index"]] if "index" in header else rows
+        indices = rows
+        if index_column is not None:
+            indices = [
+                parse_index(value, path, row + first_line)
+                for row, value in zip(rows, batch[index_column], strict=True)
+            ]
         return {
             "idx": indices,
             **dict(zip(normalised_text_columns(task), texts, strict=True)),
@@ -137,6 +175,13 @@ def read_glue_tsv(path: Path, task: GlueTask) -> Dataset:
         features=normalised_features(task),
         desc=f"read {path.name}",
     )
+
+
+def parse_index(text: str | None, path: Path, line: int) -> int:
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        raise UserError(f"{path} line {line}: index {text!r} is not a whole number") from None
 
 
 def parse_label(task: GlueTask, text: str, path: Path, line: int) -> float | int:
@@ -288,13 +333,28 @@ class GlueDataModule(pl.LightningDataModule):
                 state_dict["epoch"], state_dict["batches_done"], state_dict.get("world_size", 1)
             )
 
+    def eval_splits(self, stage: str) -> list[str]:
+        """The evaluation sets of ``stage`` ("validation", "test" or "predict") in loader order:
+        ``validation``, then extra ones such as MNLI's ``validation_mm`` (their metrics carry its suffix)."""
+        self.setup()
+        return [split for split in self.splits if split != "train" and split.startswith(stage)]
+
     @property
     def test_labelled(self) -> bool:
-        return self.split_labelled("test")
+        """Whether every test set has labels (then training evaluates them)."""
+        return all(self.split_labelled(split) for split in self.eval_splits("test"))
 
     def split_labelled(self, split: str) -> bool:
         self.setup()
         return min(self.splits[split]["labels"]) >= 0
+
+    def submission_splits(self) -> list[str]:
+        """The sets a submission file is written for: GLUE's test sets (``predict*`` once validation was
+        carved from train and GLUE dev became ``test*``) that have no labels; a ``predict_file`` always."""
+        splits = self.eval_splits("predict") or self.eval_splits("test")
+        if self.predict_file is not None:
+            return splits
+        return [split for split in splits if not self.split_labelled(split)]
 
     def _loader(self, split: str, **batching) -> DataLoader:
         dataset = self.splits[split]
@@ -340,18 +400,17 @@ class GlueDataModule(pl.LightningDataModule):
             split, batch_sampler=SortedBatchSampler(lengths, self.eval_batch_size, *self.replicas())
         )
 
-    def val_dataloader(self) -> DataLoader:
-        return self._eval_loader("validation")
+    def _eval_loaders(self, stage: str) -> DataLoader | list[DataLoader]:
+        """One loader per evaluation set of ``stage``; a single set keeps a single loader."""
+        loaders = [self._eval_loader(split) for split in self.eval_splits(stage)]
+        return loaders[0] if len(loaders) == 1 else loaders
 
-    def test_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        return self._eval_loaders("validation")
 
-    @property
-    def predict_split(self) -> str:
-        """The split a submission file is written for: GLUE's test set (``predict`` when validation was
-        carved from train and GLUE dev became ``test``)."""
-        self.setup()
-        return "predict" if "predict" in self.splits else "test"
+    def test_dataloader(self) -> DataLoader | list[DataLoader]:
+        return self._eval_loaders("test")
 
-    def predict_dataloader(self) -> DataLoader:
-        return self._eval_loader(self.predict_split)
+    def predict_dataloader(self) -> DataLoader | list[DataLoader]:
+        loaders = [self._eval_loader(split) for split in self.submission_splits()]
+        return loaders[0] if len(loaders) == 1 else loaders

@@ -37,7 +37,25 @@ def write_submission(
     prediction as the task writes it (a class name or a score)."""
     indices = torch.cat([idx for idx, _ in predictions]).tolist()
     values = torch.cat([pred for _, pred in predictions]).tolist()
-    rows = sorted(zip(indices, values, strict=True))
+    rows = sorted(zip(indices, values, strict=True))  # a regression task's scores: clipped by the task
     lines = ["index\tprediction", *(f"{i}\t{task.format_prediction(value)}" for i, value in rows)]
     write_atomic(path, "\n".join(lines) + "\n")
     return path
+
+
+def per_split(predicted: list, splits: list[str]) -> dict[str, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """``Trainer.predict``'s result by test split: one list of batches per loader (MNLI: matched,
+    mismatched, AX), or a single list for a single loader."""
+    if len(splits) == 1:
+        return {splits[0]: predicted}
+    return dict(zip(splits, predicted, strict=True))
+
+
+def write_submissions(
+    folder: Path, task: GlueTask, predictions: dict[str, list[tuple[torch.Tensor, torch.Tensor]]]
+) -> list[Path]:
+    """One submission file per test split (``task.submission_file_of``), in ``folder``."""
+    return [
+        write_submission(folder / task.submission_file_of(split), task, batches)
+        for split, batches in predictions.items()
+    ]

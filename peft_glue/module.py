@@ -9,14 +9,19 @@ import math
 import pytorch_lightning as pl
 import torch
 from torch import nn
-from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics import MeanMetric
 from transformers import get_linear_schedule_with_warmup
 
 from peft_glue.data import MODEL_INPUTS
 from peft_glue.errors import UserError
-from peft_glue.tasks import GlueTask
+from peft_glue.tasks import GlueTask, split_suffix
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight")  # as transformers.Trainer: no decay on these
+
+
+def stage_of(split: str) -> str:
+    """The logging prefix of an evaluation set: ``val`` for validation sets, ``test`` for test sets."""
+    return "val" if split.startswith("validation") else "test"
 
 
 class GlueClassifier(pl.LightningModule):
@@ -36,10 +41,15 @@ class GlueClassifier(pl.LightningModule):
         self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, tuple(betas), eps
         self.warmup_ratio = warmup_ratio
         metrics = task.metric_collection()
-        self.val_metrics = metrics.clone(prefix="val/")
-        self.test_metrics = metrics.clone(prefix="test/")
-        # torchmetrics sums these over all DDP ranks when they are computed: exact metrics of the whole split
-        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        # one collection and loss mean per evaluation set (MNLI: matched and mismatched), keyed by split;
+        # torchmetrics syncs their states over all DDP ranks when computed: exact metrics of the whole split
+        self.eval_metrics = nn.ModuleDict(
+            {
+                split: metrics.clone(prefix=f"{stage_of(split)}/", postfix=split_suffix(split))
+                for split in task.evaluation_splits
+            }
+        )
+        self.eval_losses = nn.ModuleDict({split: MeanMetric() for split in task.evaluation_splits})
         self.val_history: list[dict[str, float]] = []  # one entry per finished validation epoch
         self.strict_loading = False  # checkpoints of PEFT methods hold only the trainable tensors
 
@@ -82,37 +92,58 @@ class GlueClassifier(pl.LightningModule):
             )
         return loss
 
-    def _evaluate(self, batch: dict, metrics: MetricCollection, loss_mean: MeanMetric, stage: str) -> None:
+    def _split(self, stage: str, dataloader_idx: int) -> str:
+        """The evaluation set that loader ``dataloader_idx`` of ``stage`` ("validation"/"test") serves."""
+        return self._splits(stage)[dataloader_idx]
+
+    def _evaluate(self, batch: dict, split: str) -> None:
         logits = self(batch)
         loss = self.task.loss(logits, batch["labels"])
-        metrics.update(self.task.predictions(logits), batch["labels"])
+        self.eval_metrics[split].update(self.task.predictions(logits), batch["labels"])
+        loss_mean = self.eval_losses[split]
         loss_mean.update(loss, weight=len(batch["labels"]))
-        self.log(f"{stage}/loss", loss_mean)  # a Metric: Lightning computes (and syncs) it at epoch end
+        # a Metric: Lightning computes (and syncs) it at epoch end
+        self.log(f"{stage_of(split)}/loss{split_suffix(split)}", loss_mean, add_dataloader_idx=False)
+
+    def _compute(self, stage: str) -> dict[str, torch.Tensor]:
+        """The metrics of every evaluation set of ``stage``, with the task's derived ones; resets them."""
+        prefix = f"{stage_of(stage)}/"
+        values: dict[str, torch.Tensor] = {}
+        for split in self._splits(stage):
+            computed = {k.removeprefix(prefix): v for k, v in self.eval_metrics[split].compute().items()}
+            computed.update(self.task.derive(computed, split_suffix(split)))
+            values.update({f"{prefix}{k}": v for k, v in computed.items()})
+            self.eval_metrics[split].reset()
+        return values
+
+    def _splits(self, stage: str) -> list[str]:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        return datamodule.eval_splits(stage) if datamodule is not None else [stage]
 
     def _log_computed(self, values: dict[str, torch.Tensor], **kwargs) -> None:
         """Log metrics that torchmetrics already synchronised: every rank holds the same values, and the
         max over ranks keeps them exact (it also stops Lightning asking for sync_dist under DDP)."""
-        self.log_dict(values, sync_dist=True, reduce_fx="max", **kwargs)
+        self.log_dict(values, sync_dist=True, reduce_fx="max", add_dataloader_idx=False, **kwargs)
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, self.val_metrics, self.val_loss, "val")
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluate(batch, self._split("validation", dataloader_idx))
 
     def on_validation_epoch_end(self) -> None:
-        values = self.val_metrics.compute()
+        values = self._compute("validation")
         self._log_computed(values, prog_bar=True)
-        self.val_metrics.reset()
         if not self.trainer.sanity_checking:
             epoch_metrics = {key.removeprefix("val/"): float(value) for key, value in values.items()}
             self.val_history.append({"epoch": self.current_epoch, "step": self.global_step, **epoch_metrics})
 
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, self.test_metrics, self.test_loss, "test")
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluate(batch, self._split("test", dataloader_idx))
 
     def on_test_epoch_end(self) -> None:
-        self._log_computed(self.test_metrics.compute())
-        self.test_metrics.reset()
+        self._log_computed(self._compute("test"))
 
-    def predict_step(self, batch: dict, batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict_step(
+        self, batch: dict, batch_idx: int, dataloader_idx: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         return batch["idx"], self.task.predictions(self(batch))
 
     def configure_optimizers(self):

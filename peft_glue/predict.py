@@ -4,7 +4,8 @@
     python -m peft_glue.predict run=outputs/runs/<run> input=some.tsv  # any TSV in the task's GLUE layout
 
 Rebuilds the run's model from its saved config (the frozen base from the model source, then the trained
-weights from the run folder) and writes `<task file>` (MRPC.tsv, SST-2.tsv: index<TAB>prediction).
+weights from the run folder) and writes the task's submission file(s) (MRPC.tsv, STS-B.tsv, ...; MNLI:
+MNLI-m.tsv, MNLI-mm.tsv and AX.tsv when the diagnostic set is there), each `index<TAB>prediction`.
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ from peft_glue.components import assemble
 from peft_glue.config import register_resolvers
 from peft_glue.data import GlueDataModule
 from peft_glue.errors import UserError, exit_with
-from peft_glue.export import write_submission
+from peft_glue.export import per_split, write_submissions
 from peft_glue.module import GlueClassifier
 from peft_glue.rundir import SAVED_CONFIG
 
 
-def predict(run_dir: Path, input_tsv: Path | None = None, out_dir: Path | None = None) -> Path:
+def predict(run_dir: Path, input_tsv: Path | None = None, out_dir: Path | None = None) -> list[Path]:
     config_file = run_dir / SAVED_CONFIG
     if not config_file.is_file():
         raise UserError(f"run={run_dir} has no {SAVED_CONFIG}; give the folder of a peft_glue run")
@@ -42,8 +43,8 @@ def predict(run_dir: Path, input_tsv: Path | None = None, out_dir: Path | None =
         accelerator="auto", devices=1, logger=False, enable_checkpointing=False, enable_model_summary=False
     )
     module = GlueClassifier(parts.model.eval(), parts.task, lr=1.0)
-    predictions = trainer.predict(module, datamodule=datamodule)
-    return write_submission((out_dir or run_dir) / parts.task.submission_file, parts.task, predictions)
+    predictions = per_split(trainer.predict(module, datamodule=datamodule), datamodule.eval_splits("test"))
+    return write_submissions(out_dir or run_dir, parts.task, predictions)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -60,14 +61,14 @@ def main(argv: list[str] | None = None) -> None:
         exit_with(f"unknown setting(s) {sorted(unknown)}; usage: {usage}")
     register_resolvers()
     try:
-        path = predict(
+        paths = predict(
             Path(settings["run"]),
             Path(settings["input"]) if "input" in settings else None,
             Path(settings["out"]) if "out" in settings else None,
         )
     except UserError as error:
         exit_with(str(error))
-    print(path)
+    print(*paths, sep="\n")
 
 
 if __name__ == "__main__":

@@ -446,6 +446,7 @@ def write_report(paths: Sequence[Path], out: Path) -> Path:
     configs = aggregate(runs)
     lines = header(runs, tabled, paths, settings)
     lines += method_task_section(configs, settings)
+    lines += glue_section(runs)
     lines += hyperparameter_sweep_sections(runs, configs, settings, out)
     lines += lr_sweep_section(configs, settings, out)
     lines += comparison_section(runs, out)
@@ -487,6 +488,58 @@ def method_task_section(configs: pd.DataFrame, settings: list[str]) -> list[str]
         return lines + ["No completed runs."]
     columns = {"task": "task", "method_label": "method", "lr": "lr"}
     return lines + [markdown_table(config_table(configs, columns, settings))]
+
+
+GLUE_COLUMNS = ["CoLA", "SST-2", "MRPC", "STS-B", "QQP", "MNLI-m", "MNLI-mm", "QNLI", "RTE", "WNLI"]
+GLUE_TASKS = 9  # MNLI-m and MNLI-mm are one task in the GLUE average
+
+
+def glue_section(runs: pd.DataFrame) -> list[str]:
+    """One row per configuration (all but the task the same), one column per GLUE task in its usual metric
+    (``task_info.glue_columns``: CoLA Matthews corr., STS-B mean of Pearson and Spearman, MRPC/QQP mean of F1
+    and accuracy, MNLI matched and mismatched accuracy), and the GLUE average: per seed, the mean of the nine
+    task scores (MNLI's the mean of m and mm), then mean ± std over the seeds that have every task."""
+    prefix = "task_info.glue_columns."
+    done = runs[runs["status"] == COMPLETED]
+    if done.empty or not any(c.startswith(prefix) for c in done):
+        return []
+    rows = []
+    keys = done["_identity"].map(lambda ident: identity_key(ident, ["task", "lr", "method.lr"]))
+    for _, group in done.groupby(keys, sort=False):
+        first = group.iloc[0]
+        row = {"method": first["method_label"], "model": fmt_value(first["model"])}
+        scores: dict[object, dict[str, list[float]]] = {}  # seed -> task -> its columns' values
+        for column in GLUE_COLUMNS:
+            field = f"{prefix}{column}"
+            if field not in group:
+                row[column] = "–"
+                continue
+            have = group[group[field].notna()]
+            values = [run.get(f"val.best.{run[field]}") for _, run in have.iterrows()]
+            row[column] = mean_std(values)
+            for (_, run), value in zip(have.iterrows(), values, strict=True):
+                if not is_missing(value):
+                    task_scores = scores.setdefault(run["seed"], {}).setdefault(run["task"], [])
+                    task_scores.append(float(value))
+        complete = [
+            sum(sum(v) / len(v) for v in tasks.values()) / GLUE_TASKS
+            for tasks in scores.values()
+            if len(tasks) == GLUE_TASKS
+        ]
+        row["GLUE avg"] = (
+            mean_std(complete) if complete else f"– ({max(map(len, scores.values()), default=0)}/9 tasks)"
+        )
+        rows.append(row)
+    return [
+        "",
+        "## GLUE",
+        "",
+        "Validation, best epoch, % (mean ± std over seeds): CoLA Matthews corr.; STS-B mean of Pearson "
+        "and Spearman; MRPC and QQP mean of F1 and accuracy; others accuracy. GLUE avg: the mean of the "
+        "nine tasks (MNLI-m and MNLI-mm averaged into one), per seed.",
+        "",
+        markdown_table(pd.DataFrame(rows)),
+    ]
 
 
 def monitors(runs: pd.DataFrame) -> str:

@@ -52,7 +52,7 @@ def strata(labels: list[float] | list[int], task: GlueTask) -> tuple[list[int], 
 
 
 def carve_validation(raw: DatasetDict, task: GlueTask, size: int | float, split_seed: int) -> DatasetDict:
-    """train -> (train, validation); GLUE's validation (dev) -> test; GLUE's test -> predict."""
+    """train -> (train, validation); GLUE's validation (dev) sets -> test*; GLUE's test sets -> predict*."""
     train = raw["train"]
     count = validation_count(size, len(train))
     labels, n_strata = strata(train["label"], task)
@@ -64,12 +64,13 @@ def carve_validation(raw: DatasetDict, task: GlueTask, size: int | float, split_
     except ValueError as error:  # a class too small to appear on both sides
         raise UserError(f"cannot stratify a validation split of {count} examples: {error}") from error
     carved = DatasetDict(
-        train=parts["train"].remove_columns(STRATUM),
-        validation=parts["test"].remove_columns(STRATUM),
-        test=raw["validation"],
+        train=parts["train"].remove_columns(STRATUM), validation=parts["test"].remove_columns(STRATUM)
     )
-    if "test" in raw:
-        carved["predict"] = raw["test"]
+    for split, dataset in raw.items():  # MNLI's validation_mm becomes test_mm, its test_mm predict_mm
+        if split.startswith("validation"):
+            carved["test" + split.removeprefix("validation")] = dataset
+        elif split.startswith("test"):
+            carved["predict" + split.removeprefix("test")] = dataset
     return carved
 
 

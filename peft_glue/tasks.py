@@ -1,32 +1,46 @@
 """Task registry: one class per GLUE task, chosen by ``conf/task/<name>.yaml``.
 
-A task says where its data lives (Hub config, local GLUE folder and column names), what its labels are
-(class names, or a regression score), how a label string becomes a target, which metrics it reports and
-which one picks the best epoch, its loss, and how a prediction is written to its submission file. The
+A task says where its data lives (Hub config and splits, local GLUE folder, file names and column names),
+what its labels are (class names, or a regression score), how a label string becomes a target, which
+metrics it reports (torchmetrics, plus metrics derived from them such as the mean of F1 and accuracy) and
+which one picks the best epoch, its loss, and how a prediction is written to its submission file(s). The
 module, the data and the report ask the task instead of assuming binary classification. Adding a task is one
 class here plus one yaml.
+
+Splits: every task has ``train``, ``validation`` and ``test``; a task with more evaluation sets (MNLI's
+mismatched ones, the diagnostic AX set) names them ``validation<suffix>`` / ``test<suffix>``, and the metrics
+of such a set carry the suffix (``accuracy_mm``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 from torchmetrics import Metric, MetricCollection
-from torchmetrics.classification import BinaryF1Score, MulticlassAccuracy
+from torchmetrics.classification import BinaryF1Score, BinaryMatthewsCorrCoef, MulticlassAccuracy
+from torchmetrics.regression import PearsonCorrCoef, SpearmanCorrCoef
 
 from peft_glue.errors import UserError
 
 UNLABELLED = -1  # the label of an example whose split has no labels (GLUE's test splits)
 
-# torchmetrics metric by name, built for a task
+# torchmetrics metric by name, built for a task (each keeps states that torchmetrics syncs over DDP ranks;
+# Pearson and Spearman keep the full predictions/targets or their moments, so they stay exact too)
 METRICS: dict[str, Callable[[GlueTask], Metric]] = {
     "accuracy": lambda task: MulticlassAccuracy(num_classes=task.num_labels, average="micro"),
     "f1": lambda task: BinaryF1Score(),  # of class 1, as GLUE reports it for MRPC and QQP
+    "mcc": lambda task: BinaryMatthewsCorrCoef(),  # Matthews correlation, CoLA's metric
+    "pearson": lambda task: PearsonCorrCoef(),
+    "spearman": lambda task: SpearmanCorrCoef(),
 }
+
+LOCAL_FILES = {"train": "train.tsv", "validation": "dev.tsv", "test": "test.tsv"}
+HUB_SPLITS = {"train": "train", "validation": "validation", "test": "test"}
 
 
 @dataclass(frozen=True)
@@ -38,17 +52,47 @@ class GlueTask:
     folder: ClassVar[str]  # folder in the classic GLUE layout: <data_dir>/<folder>/{train,dev,test}.tsv
     text_columns: ClassVar[tuple[str, ...]]  # local TSV columns holding the text, in order
     label_column: ClassVar[str]  # local TSV column holding the label (absent in unlabelled test files)
-    submission_file: ClassVar[str]  # file name the GLUE leaderboard expects
+    submission_file: ClassVar[str]  # file name the GLUE leaderboard expects (of the ``test`` split)
     label_names: ClassVar[tuple[str, ...]] = ("0", "1")  # class i as files and submissions write it
     metrics: ClassVar[tuple[str, ...]] = ("accuracy",)  # names in METRICS
+    # metrics computed from others: name -> the metrics it is the mean of (GLUE's paired scores)
+    derived: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    # the GLUE table's column(s) of this task: title -> metric; the task's GLUE score is their mean
+    glue_columns: ClassVar[Mapping[str, str]] = {}
+    index_column: ClassVar[str] = "index"  # local TSV column of the example id (submissions key on it)
+    # the columns of local files without a header row (CoLA's train and dev); None: every file has one
+    headerless_columns: ClassVar[tuple[str, ...] | None] = None
+    local_files: ClassVar[Mapping[str, str]] = LOCAL_FILES  # split -> file in <folder>
+    # split -> candidate files (relative to data_dir), the first that exists is read; none: no such split
+    optional_local_files: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    hub_text_columns: ClassVar[tuple[str, ...] | None] = None  # the Hub's text columns, when named otherwise
+    hub_splits: ClassVar[Mapping[str, str]] = HUB_SPLITS  # split -> the Hub's split name
+    optional_hub_configs: ClassVar[Mapping[str, str]] = {}  # split -> the Hub config whose test split it is
+    submission_files: ClassVar[Mapping[str, str]] = {}  # test split -> file, when there are several
     monitor: str = "accuracy"
 
     def __post_init__(self) -> None:
-        if self.monitor not in self.metrics:
+        if self.monitor not in self.validation_metric_names:
             raise UserError(
                 f"task.monitor={self.monitor} is not a metric of {self.name}; "
-                f"choose one of: {', '.join(self.metrics)}"
+                f"choose one of: {', '.join(self.validation_metric_names)}"
             )
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """Every metric reported on a validation set: torchmetrics ones, then derived ones."""
+        return (*self.metrics, *self.derived)
+
+    @property
+    def validation_metric_names(self) -> tuple[str, ...]:
+        """The metrics of every validation set (MNLI: ``accuracy`` and the mismatched ``accuracy_mm``)."""
+        suffixes = [split_suffix(s) for s in self.evaluation_splits if s.startswith("validation")]
+        return tuple(f"{name}{suffix}" for suffix in suffixes for name in self.metric_names)
+
+    @property
+    def evaluation_splits(self) -> tuple[str, ...]:
+        """Every validation and test set the task may have (``validation``, ``test``, MNLI's ``*_mm``, AX)."""
+        return tuple(split for split in (*self.local_files, *self.optional_local_files) if split != "train")
 
     @property
     def is_pair(self) -> bool:
@@ -67,7 +111,13 @@ class GlueTask:
         """A label as a file writes it (a class name or its index; a score) -> the training target.
         Raises ValueError with a message that says what was expected."""
         if self.is_regression:
-            return float(text)
+            try:
+                score = float(text)
+            except ValueError:
+                raise ValueError(f"score {text!r} is not a number") from None
+            if not math.isfinite(score):
+                raise ValueError(f"score {text!r} is not a finite number")
+            return score
         if text in self.label_names:
             return self.label_names.index(text)
         if text.isdigit() and int(text) < self.num_labels:
@@ -78,9 +128,16 @@ class GlueTask:
     def metric_collection(self) -> MetricCollection:
         return MetricCollection({name: METRICS[name](self) for name in self.metrics})
 
+    def derive(self, values: Mapping[str, Any], suffix: str = "") -> dict[str, Any]:
+        """The derived metrics of one evaluation set's computed ``values`` (keys ``<metric><suffix>``)."""
+        return {
+            f"{name}{suffix}": sum(values[f"{part}{suffix}"] for part in parts) / len(parts)
+            for name, parts in self.derived.items()
+        }
+
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.is_regression:
-            return nn.functional.mse_loss(logits.squeeze(-1), labels.float())
+            return nn.functional.mse_loss(logits.squeeze(-1).float(), labels.float())
         return nn.functional.cross_entropy(logits, labels)
 
     def predictions(self, logits: torch.Tensor) -> torch.Tensor:
@@ -91,9 +148,50 @@ class GlueTask:
         """One prediction as the GLUE server expects it in the submission file."""
         return f"{value:.3f}" if self.is_regression else self.label_names[int(value)]
 
+    def submission_file_of(self, split: str) -> str:
+        """The submission file of a test split (``test``, or MNLI's ``test_mm`` and ``test_ax``; ``predict*``
+        when validation was carved from train)."""
+        split = "test" + split.removeprefix("predict") if split.startswith("predict") else split
+        return self.submission_files.get(split, self.submission_file)
+
+    @property
+    def all_submission_files(self) -> tuple[str, ...]:
+        """Every file the GLUE server wants of this task (MNLI: MNLI-m.tsv, MNLI-mm.tsv and AX.tsv)."""
+        return tuple(self.submission_files.values()) or (self.submission_file,)
+
     def info(self) -> dict[str, Any]:
-        """Recorded in results.json, so that the report needs no import of the task."""
-        return {"metrics": list(self.metrics), "monitor": self.monitor, "regression": self.is_regression}
+        """Recorded in results.json, so that the report and submit need no import of the task."""
+        return {
+            "metrics": list(self.metric_names),
+            "monitor": self.monitor,
+            "regression": self.is_regression,
+            "glue_columns": dict(self.glue_columns),
+            "submission_files": list(self.all_submission_files),
+        }
+
+
+def split_suffix(split: str) -> str:
+    """``validation_mm`` -> ``_mm``: what the metrics of that evaluation set are suffixed with."""
+    for stage in ("validation", "test"):
+        if split.startswith(stage):
+            return split.removeprefix(stage)
+    return ""
+
+
+@dataclass(frozen=True)
+class CoLA(GlueTask):
+    """Corpus of Linguistic Acceptability: single sentences, grammatical (1) or not (0); Matthews corr."""
+
+    name = "cola"
+    hub_config = "cola"
+    folder = "CoLA"
+    text_columns = ("sentence",)
+    label_column = "label"
+    headerless_columns = ("source", "label", "original_mark", "sentence")
+    metrics = ("mcc", "accuracy")
+    glue_columns = {"CoLA": "mcc"}
+    submission_file = "CoLA.tsv"
+    monitor: str = "mcc"
 
 
 @dataclass(frozen=True)
@@ -105,6 +203,7 @@ class SST2(GlueTask):
     folder = "SST-2"
     text_columns = ("sentence",)
     label_column = "label"
+    glue_columns = {"SST-2": "accuracy"}
     submission_file = "SST-2.tsv"
 
 
@@ -118,4 +217,120 @@ class MRPC(GlueTask):
     text_columns = ("#1 String", "#2 String")
     label_column = "Quality"
     metrics = ("accuracy", "f1")
+    derived = {"acc_and_f1": ("accuracy", "f1")}
+    glue_columns = {"MRPC": "acc_and_f1"}
     submission_file = "MRPC.tsv"
+    monitor: str = "acc_and_f1"
+
+
+@dataclass(frozen=True)
+class STSB(GlueTask):
+    """Semantic Textual Similarity Benchmark: sentence pairs scored 0-5 (regression, one output, MSE)."""
+
+    name = "stsb"
+    hub_config = "stsb"
+    folder = "STS-B"
+    text_columns = ("sentence1", "sentence2")
+    label_column = "score"
+    label_names = ()  # regression
+    metrics = ("pearson", "spearman")
+    derived = {"pearson_and_spearman": ("pearson", "spearman")}
+    glue_columns = {"STS-B": "pearson_and_spearman"}
+    submission_file = "STS-B.tsv"
+    monitor: str = "pearson_and_spearman"
+
+    def format_prediction(self, value: float | int) -> str:
+        """Scores clipped to GLUE's range [0, 5]."""
+        return f"{min(max(float(value), 0.0), 5.0):.3f}"
+
+
+@dataclass(frozen=True)
+class QQP(GlueTask):
+    """Quora Question Pairs: question pairs, duplicate or not; accuracy and F1."""
+
+    name = "qqp"
+    hub_config = "qqp"
+    folder = "QQP"
+    text_columns = ("question1", "question2")
+    label_column = "is_duplicate"
+    index_column = "id"
+    metrics = ("accuracy", "f1")
+    derived = {"acc_and_f1": ("accuracy", "f1")}
+    glue_columns = {"QQP": "acc_and_f1"}
+    submission_file = "QQP.tsv"
+    monitor: str = "acc_and_f1"
+
+
+@dataclass(frozen=True)
+class MNLI(GlueTask):
+    """Multi-Genre NLI: premise/hypothesis pairs, three classes; matched and mismatched evaluation sets,
+    and the diagnostic set AX (predicted by the MNLI model) when it is there."""
+
+    name = "mnli"
+    hub_config = "mnli"
+    folder = "MNLI"
+    text_columns = ("sentence1", "sentence2")
+    label_column = "gold_label"
+    label_names = ("entailment", "neutral", "contradiction")  # the Hub's 0, 1, 2
+    hub_text_columns = ("premise", "hypothesis")
+    local_files = {
+        "train": "train.tsv",
+        "validation": "dev_matched.tsv",
+        "validation_mm": "dev_mismatched.tsv",
+        "test": "test_matched.tsv",
+        "test_mm": "test_mismatched.tsv",
+    }
+    optional_local_files = {"test_ax": ("diagnostic/diagnostic.tsv", "MNLI/diagnostic.tsv")}
+    hub_splits = {
+        "train": "train",
+        "validation": "validation_matched",
+        "validation_mm": "validation_mismatched",
+        "test": "test_matched",
+        "test_mm": "test_mismatched",
+    }
+    optional_hub_configs = {"test_ax": "ax"}
+    glue_columns = {"MNLI-m": "accuracy", "MNLI-mm": "accuracy_mm"}
+    submission_file = "MNLI-m.tsv"
+    submission_files = {"test": "MNLI-m.tsv", "test_mm": "MNLI-mm.tsv", "test_ax": "AX.tsv"}
+
+
+@dataclass(frozen=True)
+class QNLI(GlueTask):
+    """Question NLI: does the sentence answer the question (entailment) or not."""
+
+    name = "qnli"
+    hub_config = "qnli"
+    folder = "QNLI"
+    text_columns = ("question", "sentence")
+    label_column = "label"
+    label_names = ("entailment", "not_entailment")  # the Hub's 0, 1
+    hub_text_columns = ("question", "sentence")
+    glue_columns = {"QNLI": "accuracy"}
+    submission_file = "QNLI.tsv"
+
+
+@dataclass(frozen=True)
+class RTE(GlueTask):
+    """Recognizing Textual Entailment: sentence pairs, entailment or not."""
+
+    name = "rte"
+    hub_config = "rte"
+    folder = "RTE"
+    text_columns = ("sentence1", "sentence2")
+    label_column = "label"
+    label_names = ("entailment", "not_entailment")  # the Hub's 0, 1
+    glue_columns = {"RTE": "accuracy"}
+    submission_file = "RTE.tsv"
+
+
+@dataclass(frozen=True)
+class WNLI(GlueTask):
+    """Winograd NLI: sentence pairs, 1 = entailment, 0 = not (as GLUE's files and the Hub write them)."""
+
+    name = "wnli"
+    hub_config = "wnli"
+    folder = "WNLI"
+    text_columns = ("sentence1", "sentence2")
+    label_column = "label"
+    glue_columns = {"WNLI": "accuracy"}
+    submission_file = "WNLI.tsv"

@@ -38,7 +38,7 @@ from peft_glue.distributed import (
     share_cores,
 )
 from peft_glue.errors import UserError, exit_with
-from peft_glue.export import export_trained, write_submission
+from peft_glue.export import export_trained, per_split, write_submissions
 from peft_glue.hardware import peak_memory_mb
 from peft_glue.models import parameter_summary
 from peft_glue.module import GlueClassifier
@@ -61,6 +61,7 @@ KNOWN_NOISE = [  # warnings of our dependencies that say nothing to a user of pe
     r"`is_gradient_checkpointing` is deprecated",
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
     r"You are using a custom batch sampler `SortedBatchSampler`",  # it does return every index
+    r"Metric `SpearmanCorrcoef` will save all targets",  # GLUE validation sets are small
 ]
 
 
@@ -109,7 +110,7 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
     history = module.val_history
     best = restore_best(trainer, module)  # export, test and predict with the epoch validation picked
     record.save(
-        val={"best": max(history, key=lambda m: m[task.monitor]), "last": history[-1]} if history else None,
+        val={"best": best_epoch(history, task.monitor), "last": history[-1]} if history else None,
         val_history=history,
         best_checkpoint=best,
         splits=split_summary(datamodule.splits, cfg.data.validation_size, cfg.data.split_seed),
@@ -120,19 +121,29 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
     )
 
     if datamodule.test_labelled:  # GLUE dev when validation was carved from train: evaluated once, here
-        test = trainer.test(module, datamodule=datamodule, verbose=False)[0]
+        per_loader = trainer.test(module, datamodule=datamodule, verbose=False)  # MNLI: matched, mismatched
+        test = {key: value for results in per_loader for key, value in results.items()}
         record.save(test={key.removeprefix("test/"): value for key, value in test.items()})
     else:
         record.save(test=None)
-    if not datamodule.split_labelled(datamodule.predict_split):
-        submission = run_dir / task.submission_file
-        predictions = gather_predictions(trainer.predict(module, datamodule=datamodule))
+    splits = datamodule.submission_splits()
+    if splits:  # GLUE's unlabelled test sets: submission files
+        predicted = per_split(trainer.predict(module, datamodule=datamodule), splits)
+        predictions = {split: gather_predictions(batches) for split, batches in predicted.items()}
+        files = [run_dir / task.submission_file_of(split) for split in splits]
         if record.writes:
-            write_submission(submission, task, predictions)
-        record.save(predictions=str(submission))
+            write_submissions(run_dir, task, predictions)
+        # one file: its path, as before; several (MNLI): the list
+        record.save(predictions=str(files[0]) if len(files) == 1 else [str(f) for f in files])
     record.save(status=COMPLETED, peak_memory_mb=peak_memory_mb(), threads=torch.get_num_threads())
     log_run(trainer.loggers, cfg, record)  # the config and the final results to every logger
     return module
+
+
+def best_epoch(history: list[dict[str, float]], monitor: str) -> dict[str, float]:
+    """The epoch with the highest ``monitor`` (every GLUE metric grows with quality); a NaN one (e.g. a
+    correlation of constant predictions) never wins over a number."""
+    return max(history, key=lambda m: (not math.isnan(m[monitor]), m[monitor]))
 
 
 def callbacks(cfg: DictConfig, throughput: TrainThroughput) -> list[pl.Callback]:

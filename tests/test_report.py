@@ -54,6 +54,8 @@ def write_run(
         last = {"epoch": 2, "step": 120, "accuracy": acc - 0.01}
         if f1 is not None:
             best["f1"], last["f1"] = f1, f1 - 0.01
+            # MRPC's monitor since the GLUE tasks came: the mean of accuracy and F1
+            best["acc_and_f1"], last["acc_and_f1"] = (acc + f1) / 2, (acc + f1) / 2 - 0.01
         record.update(val={"best": best, "last": last}, val_history=[best, last], test=None)
     record.update(extra)
     folder = root / name
@@ -193,8 +195,9 @@ def test_lr_sweep_is_a_method_by_lr_table_with_a_plot(tmp_path):
     header = next(line for line in lr_section.splitlines() if line.startswith("| method"))
     assert header == "| method | lr=1e-05 | lr=2e-05 | lr=0.0001 | lr=0.001 |"
     rows = {row[0]: row[1:] for row in table_rows(lr_section)}
-    assert rows["lora"] == ["–", "–", "70.0 ± 0.0 (n=3)", "80.0 ± 0.0 (n=3)"]
-    assert rows["full"] == ["90.0 (n=1)", "90.0 (n=1)", "–", "–"]
+    # MRPC's monitor, the mean of accuracy and F1 (0.85)
+    assert rows["lora"] == ["–", "–", "77.5 ± 0.0 (n=3)", "82.5 ± 0.0 (n=3)"]
+    assert rows["full"] == ["87.5 (n=1)", "87.5 (n=1)", "–", "–"]
     assert is_png(tmp_path / "report" / "lr_sweep_mrpc.png")
 
 

@@ -86,7 +86,7 @@ def test_labelled_test_split_is_evaluated(tiny_bert, tiny_glue, tmp_path):
     record = RunRecord(tmp_path / "run")
     train(compose_cfg(overrides, tmp_path / "run"), record)
     assert record["status"] == "completed"
-    assert set(record["test"]) == {"accuracy", "f1", "loss"}
+    assert set(record["test"]) == {"accuracy", "f1", "acc_and_f1", "loss"}  # MRPC: + the derived mean
     assert "predictions" not in record
     # both loggers: metrics.csv for the report, TensorBoard event files
     assert (tmp_path / "run" / "metrics.csv").is_file()
