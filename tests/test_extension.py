@@ -89,6 +89,7 @@ def test_a_toy_task_and_method_train_predict_and_report(tiny_bert, tmp_path):
         run_dir = sweep / f"layers={layers}"
         overrides = [
             f"task._target_={__name__}.Mood",
+            "task.monitor=accuracy",
             "method=full",
             f"method._target_={__name__}.TopLayers",
             f"+method.layers={layers}",

@@ -55,10 +55,10 @@ def test_carved_validation_is_disjoint_stratified_and_fixed_by_split_seed(tiny_b
     # GLUE dev is now the (labelled) test set, GLUE test the split that submissions are written for
     raw = load_glue(SST2(), glue_100)
     assert a.splits["test"]["idx"] == raw["validation"]["idx"] and a.test_labelled
-    assert a.predict_split == "predict" and len(a.splits["predict"]) == 24
+    assert a.submission_splits() == ["predict"] and len(a.splits["predict"]) == 24
     # null keeps the old layout: GLUE dev validates
     old = datamodule(tiny_bert, glue_100)
-    assert idx_set(old, "train") == set(range(100)) and old.predict_split == "test"
+    assert idx_set(old, "train") == set(range(100)) and old.submission_splits() == ["test"]
 
 
 def test_same_validation_split_for_every_method_and_seed(tiny_bert, tiny_glue, tmp_path, monkeypatch):
@@ -117,7 +117,7 @@ MONITOR_BY_EPOCH = {0: 0.2, 1: 0.9, 2: 0.4}  # the monitor peaks at epoch 1; the
 
 def fake_validation_end(self) -> None:
     """The module's validation end with a made-up monitor curve that peaks before the last epoch."""
-    self.val_metrics.reset()
+    self._compute("validation")  # computes and resets the real metrics; the monitor below is made up
     value = MONITOR_BY_EPOCH[self.current_epoch]
     self._log_computed({"val/accuracy": torch.tensor(value)}, prog_bar=True)
     self.val_history.append({"epoch": self.current_epoch, "step": self.global_step, "accuracy": value})
@@ -219,7 +219,7 @@ def write_record(root: Path, name: str, method: str, lr: float, seed: int, val: 
     folder.mkdir(parents=True)
     record = {
         "status": "completed", "task": "mrpc", "method": {"name": method, "lr": 1.0}, "model": "minilm",
-        "seed": seed, "task_info": MRPC().info(), "method_info": {"order": {"full": 0, "bitfit": 1}[method]},
+        "seed": seed, "task_info": MRPC(monitor="accuracy").info(), "method_info": {"order": {"full": 0, "bitfit": 1}[method]},
         "optimizer": {"lr": lr}, "batch_size": 16, "max_epochs": 3, "train_subset": None,
         "validation_size": 0.1, "val": {"best": {"accuracy": val}, "last": {"accuracy": val}},
         "test": {"accuracy": test, "loss": 0.5}, **extra,
