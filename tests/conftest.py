@@ -82,9 +82,17 @@ def write_tiny_bert(folder: Path) -> Path:
 
     folder.mkdir(parents=True, exist_ok=True)
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    vocab = specials + sorted(set(POSITIVE + NEGATIVE + FILLER + ["s"]))
+    vocab = specials + sorted(set(POSITIVE + NEGATIVE + FILLER + ["s", "'"]))
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    # transformers 5 builds the tokenizer from `vocab` and ignores `vocab_file` (all words became [UNK])
+    tokenizer = BertTokenizerFast(
+        vocab_file=str(folder / "vocab.txt"), vocab={w: i for i, w in enumerate(vocab)}
+    )
+    words = POSITIVE + NEGATIVE + FILLER
+    assert tokenizer.unk_token_id not in tokenizer(" ".join(words))["input_ids"], (
+        "the fixtures' words are unknown"
+    )
+    tokenizer.save_pretrained(folder)
     config = BertConfig(
         vocab_size=len(vocab),
         hidden_size=32,
