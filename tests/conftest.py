@@ -115,6 +115,18 @@ def tiny_glue(tmp_path_factory) -> Path:
     return write_tiny_glue(tmp_path_factory.mktemp("glue"))
 
 
+def shared_glue(task_folder: str = "") -> Path:
+    """The real GLUE files beside the repository (``../shared``): skip the test where they are missing, but
+    fail under CI (``CI=true``), where they are always placed, so a missing copy never passes silently."""
+    path = SHARED_GLUE / task_folder
+    if not path.is_dir():
+        message = f"the real GLUE files are not at {path}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{message} (CI=true: ../shared must be there)")
+        pytest.skip(message)
+    return path
+
+
 def tiny_overrides(tiny_bert: Path, tiny_glue: Path) -> list[str]:
     """A fast run: the tiny model, the tiny data, 2 short epochs, no progress bar."""
     return [
