@@ -82,9 +82,17 @@ def write_tiny_bert(folder: Path) -> Path:
 
     folder.mkdir(parents=True, exist_ok=True)
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    vocab = specials + sorted(set(POSITIVE + NEGATIVE + FILLER + ["s"]))
+    vocab = specials + sorted(set(POSITIVE + NEGATIVE + FILLER + ["s", "'"]))
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    # transformers 5 builds the tokenizer from `vocab` and ignores `vocab_file` (all words became [UNK])
+    tokenizer = BertTokenizerFast(
+        vocab_file=str(folder / "vocab.txt"), vocab={w: i for i, w in enumerate(vocab)}
+    )
+    words = POSITIVE + NEGATIVE + FILLER
+    assert tokenizer.unk_token_id not in tokenizer(" ".join(words))["input_ids"], (
+        "the fixtures' words are unknown"
+    )
+    tokenizer.save_pretrained(folder)
     config = BertConfig(
         vocab_size=len(vocab),
         hidden_size=32,
@@ -105,6 +113,18 @@ def tiny_bert(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_glue(tmp_path_factory) -> Path:
     return write_tiny_glue(tmp_path_factory.mktemp("glue"))
+
+
+def shared_glue(task_folder: str = "") -> Path:
+    """The real GLUE files beside the repository (``../shared``): skip the test where they are missing, but
+    fail under CI (``CI=true``), where they are always placed, so a missing copy never passes silently."""
+    path = SHARED_GLUE / task_folder
+    if not path.is_dir():
+        message = f"the real GLUE files are not at {path}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{message} (CI=true: ../shared must be there)")
+        pytest.skip(message)
+    return path
 
 
 def tiny_overrides(tiny_bert: Path, tiny_glue: Path) -> list[str]:

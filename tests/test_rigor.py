@@ -219,7 +219,8 @@ def write_record(root: Path, name: str, method: str, lr: float, seed: int, val: 
     folder.mkdir(parents=True)
     record = {
         "status": "completed", "task": "mrpc", "method": {"name": method, "lr": 1.0}, "model": "minilm",
-        "seed": seed, "task_info": MRPC(monitor="accuracy").info(), "method_info": {"order": {"full": 0, "bitfit": 1}[method]},
+        "seed": seed, "task_info": MRPC(monitor="accuracy").info(),
+        "method_info": {"order": {"full": 0, "bitfit": 1}[method]},
         "optimizer": {"lr": lr}, "batch_size": 16, "max_epochs": 3, "train_subset": None,
         "validation_size": 0.1, "val": {"best": {"accuracy": val}, "last": {"accuracy": val}},
         "test": {"accuracy": test, "loss": 0.5}, **extra,

@@ -15,6 +15,7 @@ from transformers import BertConfig, BertForSequenceClassification, BertTokenize
 from peft_glue import distributed
 from peft_glue.config import check_command_line
 from peft_glue.errors import UserError
+from peft_glue.report import read_metrics
 from peft_glue.rundir import RunRecord
 from peft_glue.samplers import (
     EpochPosition,
@@ -165,64 +166,79 @@ def test_spawn_strategies_are_refused(tiny_bert, tiny_glue, tmp_path):
 
 def balanced_bert(tiny_bert: Path, tiny_glue: Path, folder: Path) -> Path:
     """The tiny BERT with a large random initialisation (predictions that depend on the input) and the
-    classifier bias halfway between the middle two logit gaps of the SST-2 dev sentences: half of them go
-    each way, with a margin. A lost, repeated or unsynchronised example then changes the metrics."""
+    classifier bias halfway between the middle two logit gaps of the SST-2 dev sentences and MRPC dev pairs
+    together: about half of them go each way, with a margin. A lost, repeated or unsynchronised example then
+    changes the metrics."""
     torch.manual_seed(0)
     model = BertForSequenceClassification(BertConfig.from_pretrained(tiny_bert, initializer_range=1.0)).eval()
     tokenizer = BertTokenizerFast.from_pretrained(tiny_bert)
-    rows = (tiny_glue / "SST-2" / "dev.tsv").read_text().splitlines()[1:]
+    sst2 = [row.split("\t") for row in (tiny_glue / "SST-2" / "dev.tsv").read_text().splitlines()[1:]]
+    mrpc = [row.split("\t") for row in (tiny_glue / "MRPC" / "dev.tsv").read_text().splitlines()[1:]]
     with torch.no_grad():
-        logits = model(
-            **tokenizer([row.split("\t")[0] for row in rows], padding=True, return_tensors="pt")
-        ).logits
-        gaps = (logits[:, 1] - logits[:, 0]).sort().values
+        gaps = []
+        for texts in ([[row[0] for row in sst2]], [[row[3] for row in mrpc], [row[4] for row in mrpc]]):
+            logits = model(**tokenizer(*texts, padding=True, return_tensors="pt")).logits
+            gaps.append(logits[:, 1] - logits[:, 0])
+        gaps = torch.cat(gaps).sort().values
         model.classifier.bias[1] -= gaps[len(gaps) // 2 - 1 : len(gaps) // 2 + 1].mean()
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
 
+def last_val_loss(folder: Path) -> float:
+    return float(read_metrics(folder).dropna(subset=["val/loss"])["val/loss"].iloc[-1])
+
+
 def test_ddp_evaluates_exactly_like_one_process(tiny_bert, tiny_glue, tmp_path):
-    """Two CPU processes (gloo) against one, on the same data.
+    """Two CPU processes (gloo) against one, on the same data, for SST-2 (accuracy) and MRPC (accuracy, F1).
 
     What is exactly comparable is evaluation of the same weights: with optimizer.lr=1e-30 an update is far
     below float32 resolution, so no weight changes and epoch 0's validation evaluates the starting model in
     both runs. The DDP run validates half of the batches on each rank (the same batches, so the same
-    padding and the same logits), and its accuracy is torchmetrics' sum over both ranks: it must equal the
-    single process's exactly, as must the submission file, gathered from both ranks and written once.
-    Training still runs on both ranks: 64 examples in batches of 6 make 11 batches, one is halved, each
-    rank takes 6, and every example is trained on exactly once. The multirun (method=full,lora; LoRA's B
-    starts at zero, so the same function) checks one folder per job, not per rank, and that a second DDP
-    job in the same process starts cleanly.
+    padding and the same logits), and its metrics are torchmetrics' sums over both ranks: they must equal
+    the single process's exactly (the validation loss, a weighted mean summed in another order, to 1e-6), as
+    must the submission file, gathered from both ranks and written once. Training still runs on both ranks:
+    64 examples in batches of 6 make 11 batches, one is halved, each rank takes 6, and every example is
+    trained on exactly once. The multirun (method=full,lora; LoRA's B starts at zero, so the same function)
+    checks one folder per job, not per rank, and that further DDP jobs in the same process start cleanly.
     """
     model = balanced_bert(tiny_bert, tiny_glue, tmp_path / "model")
     common = [
-        "task=sst2", f"model.name_or_path={model}", f"data.data_dir={tiny_glue}", "data.batch_size=6",
+        f"model.name_or_path={model}", f"data.data_dir={tiny_glue}", "data.batch_size=6",
         "data.eval_batch_size=4", "optimizer.lr=1e-30", "trainer.max_epochs=1",
         "trainer.enable_progress_bar=false",
     ]  # fmt: skip
-    reference = RunRecord(tmp_path / "single")
-    train(compose_cfg(["method=full", *common], tmp_path / "single"), reference)
-    expected = {k: v for k, v in reference["val_history"][0].items() if k != "step"}
-    assert 0.3 < expected["accuracy"] < 0.7  # predictions of both classes (a balanced random classifier)
-    submission = (tmp_path / "single" / "SST-2.tsv").read_text()
-    assert {"0", "1"} <= {line.split("\t")[1] for line in submission.splitlines()[1:]}
+    expected, submissions, samples = {}, {}, {}
+    for task, file in (("sst2", "SST-2.tsv"), ("mrpc", "MRPC.tsv")):
+        reference = RunRecord(tmp_path / task)
+        train(compose_cfg(["method=full", f"task={task}", *common], tmp_path / task), reference)
+        expected[task] = {k: v for k, v in reference["val_history"][0].items() if k != "step"}
+        assert 0.25 < expected[task]["accuracy"] < 0.75  # predictions of both classes
+        submissions[task] = (tmp_path / task / file).read_text()
+        assert {"0", "1"} <= {line.split("\t")[1] for line in submissions[task].splitlines()[1:]}
+        expected[task]["loss"] = last_val_loss(tmp_path / task)
+        samples[task] = reference["train_samples"]
+    assert 0 < expected["mrpc"]["f1"] < 1
 
     sweep = tmp_path / "sweep"
     result = run_cli(
-        "-m", "method=full,lora", *common, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-        f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+        "-m", "method=full,lora", "task=sst2,mrpc", *common, "trainer=ddp", "trainer.accelerator=cpu",
+        "trainer.devices=2", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     folders = sorted(path for path in sweep.iterdir() if path.is_dir())
-    assert [read_results(f)["method"]["name"] for f in folders] == ["full", "lora"]
-    for folder in folders:
+    jobs = [(read_results(f)["method"]["name"], read_results(f)["task"]) for f in folders]
+    assert jobs == [("full", "sst2"), ("full", "mrpc"), ("lora", "sst2"), ("lora", "mrpc")]
+    for folder, (_, task) in zip(folders, jobs, strict=True):
         results = read_results(folder)
         assert results["status"] == "completed"
-        assert {k: v for k, v in results["val_history"][0].items() if k != "step"} == expected
+        metrics = {k: v for k, v in results["val_history"][0].items() if k != "step"}
+        assert metrics == {k: v for k, v in expected[task].items() if k != "loss"}
+        assert last_val_loss(folder) == pytest.approx(expected[task]["loss"], rel=1e-6)
         assert results["val_history"][0]["step"] == 6  # 11 batches -> 12, 6 per rank
-        assert results["train_samples"] == reference["train_samples"] == 64
-        assert (folder / "SST-2.tsv").read_text() == submission
+        assert results["train_samples"] == samples[task] == 64
+        assert (folder / {"sst2": "SST-2.tsv", "mrpc": "MRPC.tsv"}[task]).read_text() == submissions[task]
         assert (folder / "train_rank1.log").is_file()  # rank 1 ran in the job's folder
     assert not (tmp_path / "outputs").exists()  # no folder of its own for rank 1
 

@@ -1,0 +1,95 @@
+"""The configs as shipped: the README's dry-run counts, every experiment= and hparams_search= composes, the
+cores shared among parallel jobs, and the CI rule for the real GLUE files."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from peft_glue import distributed
+from peft_glue.config import CONFIG_DIR, register_resolvers
+
+from .conftest import SHARED_GLUE, run_cli, shared_glue
+
+
+def test_readme_dry_run_trainable_counts(tmp_path):
+    """`python -m peft_glue.train -m model=bert_base_uncased model.pretrained=false dry_run=true method=lora
+    method.r=1,4,16` (README): 19,970 / 75,266 / 296,450 trainable parameters."""
+    sweep = tmp_path / "sweep"
+    result = run_cli(
+        "-m", "model=bert_base_uncased", "model.pretrained=false", "dry_run=true", "method=lora",
+        "method.r=1,4,16", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = [json.loads(path.read_text()) for path in sorted(sweep.glob("*/results.json"))]
+    assert [(r["method"]["r"], r["status"], r["trainable_params"]) for r in runs] == [
+        (1, "dry_run", 19_970),
+        (4, "dry_run", 75_266),
+        (16, "dry_run", 296_450),
+    ]
+
+
+def config_names(group: str) -> list[str]:
+    return sorted(path.stem for path in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", config_names("experiment"))
+def test_every_experiment_composes_into_a_sweep(name):
+    register_resolvers()
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[f"experiment={name}"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    assert set(params) >= {"task", "seed"} and str(params.task) == "mrpc,sst2"
+    assert cfg.hydra.sweep.dir.startswith(f"outputs/{name}/")
+    assert cfg.data.batch_size == 16 and cfg.optimizer.weight_decay == 0.01
+    assert cfg.trainer.max_epochs == (3 if name.endswith("_cpu") else 5)
+    if name.endswith("_cpu"):
+        assert cfg.data.train_subset == 4000
+
+
+@pytest.mark.parametrize("name", config_names("hparams_search"))
+def test_every_hparams_search_composes_into_an_optuna_search(name):
+    register_resolvers()
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[f"hparams_search={name}", "seed=5"], return_hydra_config=True)
+    method = name.removesuffix("_optuna")
+    assert cfg.hydra.runtime.choices.method == method and cfg.method._target_.lower().endswith(method)
+    assert cfg.hydra.runtime.choices["hydra/sweeper"] == "optuna"
+    assert "OptunaSweeper" in cfg.hydra.sweeper._target_
+    assert cfg.hydra.sweeper.direction == "maximize" and cfg.hydra.sweeper.sampler.seed == 5
+    assert str(cfg.hydra.sweeper.params["optimizer.lr"]).startswith("tag(log, interval(")
+
+
+def test_share_cores_sets_torch_and_omp_threads(monkeypatch):
+    """With a fake machine of 64 cores, whatever this machine and joblib set: only share_cores gives 16
+    threads to each of 4 parallel jobs, and 3 to a job that asks for threads=3."""
+    monkeypatch.setattr(distributed, "usable_cores", lambda: 64)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    before = torch.get_num_threads()
+    try:
+        distributed.share_cores(None, 4)
+        assert (torch.get_num_threads(), os.environ["OMP_NUM_THREADS"]) == (16, "16")
+        distributed.share_cores(3, 4)
+        assert (torch.get_num_threads(), os.environ["OMP_NUM_THREADS"]) == (3, "3")
+        distributed.share_cores(None, None)  # one job at a time: left as it is
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_missing_shared_glue_skips_locally_and_fails_under_ci(monkeypatch):
+    missing = "no-such-task-folder"
+    assert not (SHARED_GLUE / missing).exists()
+    monkeypatch.delenv("CI", raising=False)
+    # BaseException: a skip escaping from pytest.raises(<fail>) would skip this test instead of failing it
+    with pytest.raises(BaseException) as outcome:
+        shared_glue(missing)
+    assert type(outcome.value) is pytest.skip.Exception
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(BaseException) as outcome:
+        shared_glue(missing)
+    assert type(outcome.value) is pytest.fail.Exception and "CI=true" in str(outcome.value)
