@@ -114,6 +114,7 @@ def read_glue_tsv(path: Path, task: GlueTask) -> Dataset:
             f"{path} lacks the column(s) {missing}; its header must name {list(task.text_columns)}"
         )
     first_line = 1 if headerless else 2  # the file's line number of the first row
+    check_rows(path, header, task.text_columns, first_line)
     try:
         with warnings.catch_warnings():
             # a row with more fields than the header would silently lose data: make pandas' warning an error
@@ -175,6 +176,30 @@ def read_glue_tsv(path: Path, task: GlueTask) -> Dataset:
         features=normalised_features(task),
         desc=f"read {path.name}",
     )
+
+
+def check_rows(path: Path, columns: list[str], text_columns: tuple[str, ...], first_line: int) -> None:
+    """Every row has as many tab-separated fields as the header names, and no empty sentence: otherwise one
+    line naming the file, the line number and the row's start (pandas would fill or drop fields silently)."""
+    texts = [columns.index(column) for column in text_columns]
+    with open(path, encoding="utf-8-sig", newline="") as file:
+        for number, line in enumerate(file, start=1):
+            if number < first_line or not line.strip("\r\n"):
+                continue
+            fields = line.rstrip("\r\n").split("\t")
+            start = line[:40].rstrip("\r\n")
+            if len(fields) != len(columns):
+                few = "too few" if len(fields) < len(columns) else "too many"
+                raise UserError(
+                    f"{path} is not a well-formed GLUE TSV: line {number} has {few} tab-separated fields "
+                    f"({len(fields)}, expected {len(columns)}: {', '.join(columns)}); it starts {start!r}"
+                )
+            empty = [columns[i] for i in texts if not fields[i].strip()]
+            if empty:
+                raise UserError(
+                    f"{path} is not a well-formed GLUE TSV: line {number} has an empty {empty[0]!r}; "
+                    f"it starts {start!r}"
+                )
 
 
 def parse_index(text: str | None, path: Path, line: int) -> int:

@@ -64,6 +64,10 @@ def test_labelled_local_test_split_is_evaluated(tmp_path):
         ("sentence\tlabel\ngood\t2\n", "label '2' is not 0 or 1"),
         ("sentence\tlabel\ngood\tpositive\n", "is not 0 or 1"),
         ("sentence\tlabel\ngood\t1\textra\tfields\n", "not a well-formed GLUE TSV"),
+        # every row is checked: the file, the line, what is wrong, how the row starts
+        ("sentence\tlabel\ngood\t1\nbad film\t0\textra\n", r"line 3 has too many .* starts 'bad film"),
+        ("sentence\tlabel\ngood\t1\nfine\t1\nbad film\n", r"line 4 has too few .*starts 'bad film'"),
+        ("sentence\tlabel\ngood\t1\n \t0\n", r"line 3 has an empty 'sentence'"),
     ],
 )
 def test_malformed_tsv_is_a_one_line_user_error(tmp_path, text, message):
