@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import copy
 import inspect
-import tempfile
+import json
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import ClassVar
@@ -20,6 +21,7 @@ import torch
 from peft import LoraConfig, PeftConfig, PeftModel, PeftType, PrefixTuningConfig, TaskType, get_peft_model
 from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
 from peft.optimizers import create_loraplus_optimizer
+from peft.utils import get_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModelForSequenceClassification, PreTrainedModel
@@ -227,6 +229,25 @@ def accept_past_key_values(model: PreTrainedModel) -> PreTrainedModel:
     return model
 
 
+def convert_to_plain_lora(folder: Path, initial: dict[str, torch.Tensor]) -> None:
+    """Rewrite a saved PiSSA/OLoRA adapter as a LoRA adapter of the original base weights: the trained
+    update is B A - B0 A0 = [B | -B0] [A | A0], of rank 2r, with alpha scaled to keep alpha/r (alpha/sqrt(r)
+    with rsLoRA). This is what peft's ``path_initial_model_for_weight_conversion`` computes."""
+    weights = folder / "adapter_model.safetensors"
+    tensors = load_file(weights)
+    for key, start in initial.items():
+        if ".lora_A." in key:
+            tensors[key] = torch.cat([tensors[key], start], dim=0)
+        elif ".lora_B." in key:
+            tensors[key] = torch.cat([tensors[key], -start], dim=1)
+    save_file(tensors, weights, metadata={"format": "pt"})
+    config_file = folder / "adapter_config.json"
+    config = json.loads(config_file.read_text())
+    config["lora_alpha"] *= math.sqrt(2) if config.get("use_rslora") else 2
+    config.update(r=2 * config["r"], init_lora_weights=True)
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
+
+
 @dataclass
 class Peft(Method):
     """Any method of ``peft``: ``config_class`` names its config class (``IA3Config``) or peft type (``HRA``),
@@ -282,22 +303,19 @@ class Peft(Method):
                 where = f"method.config.target_modules={self.config['target_modules']}"
             raise UserError(f"{where}: {error}".splitlines()[0]) from error
         if self.mutated_init(config):
-            # PiSSA/OLoRA change the base weights: keep the initial adapter so that save() can write a plain
-            # LoRA adapter for the unchanged base (peft's path_initial_model_for_weight_conversion)
-            self._initial = tempfile.TemporaryDirectory(prefix="peft-glue-initial-")
-            peft_model.peft_config["default"].init_lora_weights = True
-            peft_model.save_pretrained(Path(self._initial.name) / "initial")
-            peft_model.peft_config["default"].init_lora_weights = config.init_lora_weights
+            # PiSSA/OLoRA change the base weights: keep the initial A0, B0 so that save() can write a plain
+            # LoRA adapter for the unchanged base (peft's own conversion fails with a trained head in 0.21)
+            if config.use_dora or config.rank_pattern or config.alpha_pattern:
+                raise UserError(f"method={self.name}: {config.init_lora_weights} with DoRA or rank patterns")
+            state = get_peft_model_state_dict(peft_model)
+            self._initial = {k: v.detach().clone() for k, v in state.items() if ".lora_" in k}
         return peft_model
 
     def save(self, model: nn.Module, folder: Path) -> None:
+        model.save_pretrained(folder)
         initial = getattr(self, "_initial", None)
-        if initial is None:
-            model.save_pretrained(folder)
-        else:
-            model.save_pretrained(
-                folder, path_initial_model_for_weight_conversion=str(Path(initial.name) / "initial")
-            )
+        if initial:
+            convert_to_plain_lora(folder, initial)
 
     def load(self, base: PreTrainedModel, folder: Path) -> nn.Module:
         if isinstance(self.peft_config(), PrefixTuningConfig):
