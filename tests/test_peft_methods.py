@@ -119,6 +119,9 @@ def test_peft_method_trains_counts_checkpoints_exports_and_merges(name, tiny_ber
 
     # export: peft's save_pretrained format, loaded by PeftModel.from_pretrained on a fresh base
     method.save(model, tmp_path / "adapter")
+    if name == "pissa":  # a plain LoRA adapter of the unchanged base: no loader has to redo PiSSA's SVD
+        saved = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+        assert saved["init_lora_weights"] is True and saved["r"] == 2 * method.config["r"]
     fresh = base(tiny_bert, seed=2)
     if name == "prefix_tuning":
         accept_past_key_values(fresh)  # transformers 5's BERT calls past_key_values `cache`
