@@ -299,18 +299,22 @@ class GlueDataModule(pl.LightningDataModule):
         split_seed: int = 0,
         predict_file: str | os.PathLike | None = None,
         seed: int = 0,
+        virtual_tokens: int = 0,
     ):
         super().__init__()
         if batch_size < 1 or (eval_batch_size or 1) < 1:
             raise UserError(f"data.batch_size must be >= 1 (got {batch_size})")
-        if max_length < 2:
-            raise UserError(f"data.max_length must be >= 2 (got {max_length})")
+        if max_length - virtual_tokens < 2:
+            raise UserError(
+                f"data.max_length must be >= 2 plus the method's {virtual_tokens} virtual tokens "
+                f"(got {max_length})"
+            )
         self.task = task
         self.tokenizer = tokenizer
         self.data_dir = data_dir
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
-        self.max_length = max_length
+        self.max_length = max_length - virtual_tokens  # of the text: prompt learning prepends virtual tokens
         self.group_by_length = group_by_length
         self.num_workers = num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory

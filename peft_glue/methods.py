@@ -2,17 +2,26 @@
 
 A method decides which parameters of a sequence classifier train (and may add new ones, as LoRA does), and
 how the trained result is saved for use elsewhere and loaded back onto a freshly built base model.
-Adding a method is one class here plus one yaml.
+Adding a method is one class here plus one yaml; any method of ``peft`` runs through ``Peft`` with a yaml
+(or a command line) that names its config class.
 """
 
 from __future__ import annotations
 
 import copy
+import inspect
+import json
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import ClassVar
 
-from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+import peft
+import torch
+from peft import LoraConfig, PeftConfig, PeftModel, PeftType, PrefixTuningConfig, TaskType, get_peft_model
+from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+from peft.optimizers import create_loraplus_optimizer
+from peft.utils import get_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModelForSequenceClassification, PreTrainedModel
@@ -55,6 +64,27 @@ class Method:
     def merged(self, model: nn.Module) -> PreTrainedModel:
         """The trained model as a plain transformers model (no adapters)."""
         return model
+
+    def check_mergeable(self) -> None:
+        """Raise a UserError (before training) when ``merged`` cannot work for this method."""
+
+    @property
+    def virtual_tokens(self) -> int:
+        """Positions the method prepends to every input (prompt learning): ``data.max_length`` counts them."""
+        return 0
+
+    def configure_optimizer(
+        self, model: nn.Module, groups: list[dict], *, lr: float, weight_decay: float, **adamw
+    ) -> torch.optim.Optimizer:
+        """The optimizer: AdamW over ``groups`` (the trainable parameters, split into those with
+        ``weight_decay`` and those without: biases and LayerNorm weights)."""
+        return torch.optim.AdamW(groups, lr=lr, **adamw)
+
+    def start_training(self, model: nn.Module, total_steps: int) -> None:
+        """Called once the number of optimizer steps of the whole run is known (before the first step)."""
+
+    def after_optimizer_step(self, model: nn.Module, step: int) -> None:
+        """Called after every optimizer step, before the gradients are zeroed."""
 
 
 def is_head_parameter(model: PreTrainedModel, param_name: str) -> bool:
@@ -132,7 +162,7 @@ class LoRA(Method):
     r: int = 8
     alpha: float = 8
     dropout: float = 0.0
-    target_modules: list[str] = field(default_factory=lambda: ["query"])
+    target_modules: list[str] | str = field(default_factory=lambda: ["query"])  # or a regex, or all-linear
 
     def __post_init__(self) -> None:
         if not isinstance(self.r, int) or self.r < 1:
@@ -141,7 +171,8 @@ class LoRA(Method):
             raise UserError(f"method.dropout must be in [0, 1) (got {self.dropout!r})")
         if not self.target_modules:
             raise UserError("method.target_modules is empty; e.g. method.target_modules=[query,value]")
-        self.target_modules = list(self.target_modules)
+        if not isinstance(self.target_modules, str):
+            self.target_modules = list(self.target_modules)
 
     def apply(self, model: PreTrainedModel) -> nn.Module:
         config = LoraConfig(
@@ -166,3 +197,230 @@ class LoRA(Method):
 
     def merged(self, model: nn.Module) -> PreTrainedModel:
         return copy.deepcopy(model).merge_and_unload()
+
+
+# ----------------------------------------------------------------------------------------- any peft method
+MUTATED_INITS = ("pissa", "olora", "corda")  # initialisations that change the base weights (peft's term)
+
+
+def peft_config_class(name: str) -> type[PeftConfig]:
+    """A peft config class by its name (``IA3Config``) or by its peft type (``IA3``, ``ia3``)."""
+    found = getattr(peft, name, None)
+    if isinstance(found, type) and issubclass(found, PeftConfig) and found is not PeftConfig:
+        return found
+    if name.upper() in {t.value for t in PeftType}:
+        return PEFT_TYPE_TO_CONFIG_MAPPING[PeftType(name.upper())]
+    known = sorted(cls.__name__ for cls in PEFT_TYPE_TO_CONFIG_MAPPING.values())
+    raise UserError(f"method.config_class={name} is not a peft config class; one of {', '.join(known)}")
+
+
+def accept_past_key_values(model: PreTrainedModel) -> PreTrainedModel:
+    """Let prefix tuning reach the model: transformers 5 renamed BERT's ``past_key_values`` argument to
+    ``cache``, and peft (0.21) looks for the old name. Apply to a base model before ``get_peft_model`` or
+    ``PeftModel.from_pretrained`` with a prefix-tuning config."""
+    if "past_key_values" in inspect.signature(model.forward).parameters:
+        return model
+    forward = model.forward
+
+    def forward_with_prefix(*args, past_key_values=None, **kwargs):
+        return forward(*args, cache=past_key_values, **kwargs)
+
+    model.forward = forward_with_prefix
+    return model
+
+
+def convert_to_plain_lora(folder: Path, initial: dict[str, torch.Tensor]) -> None:
+    """Rewrite a saved PiSSA/OLoRA adapter as a LoRA adapter of the original base weights: the trained
+    update is B A - B0 A0 = [B | -B0] [A | A0], of rank 2r, with alpha scaled to keep alpha/r (alpha/sqrt(r)
+    with rsLoRA). This is what peft's ``path_initial_model_for_weight_conversion`` computes."""
+    weights = folder / "adapter_model.safetensors"
+    tensors = load_file(weights)
+    for key, start in initial.items():
+        if ".lora_A." in key:
+            tensors[key] = torch.cat([tensors[key], start], dim=0)
+        elif ".lora_B." in key:
+            tensors[key] = torch.cat([tensors[key], -start], dim=1)
+    save_file(tensors, weights, metadata={"format": "pt"})
+    config_file = folder / "adapter_config.json"
+    config = json.loads(config_file.read_text())
+    config["lora_alpha"] *= math.sqrt(2) if config.get("use_rslora") else 2
+    config.update(r=2 * config["r"], init_lora_weights=True)
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
+
+
+@dataclass
+class Peft(Method):
+    """Any method of ``peft``: ``config_class`` names its config class (``IA3Config``) or peft type (``HRA``),
+    ``config`` holds the config's keyword arguments. task_type is SEQ_CLS, so the classification head trains
+    too (peft's ``modules_to_save``). Saved in peft's ``save_pretrained`` format, which
+    ``PeftModel.from_pretrained`` loads.
+
+        python -m peft_glue.train method=peft method.config_class=HRAConfig +method.config.r=4 \\
+            '+method.config.target_modules=[query,value]'
+    """
+
+    name = "peft"
+    export_dir = ADAPTER_DIR
+    order = 50
+    config_class: str = "LoraConfig"
+    config: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.config = dict(self.config or {})
+        self.peft_config()  # a wrong class or argument fails before anything is built
+
+    def peft_config(self) -> PeftConfig:
+        cls = peft_config_class(self.config_class)
+        valid = sorted(f.name for f in fields(cls) if f.init and f.name not in ("task_type", "peft_type"))
+        unknown = sorted(set(self.config) - set(valid))
+        if unknown:
+            raise UserError(
+                f"{cls.__name__} has no argument {', '.join(unknown)} (method.config); "
+                f"its arguments: {', '.join(valid)}"
+            )
+        try:
+            return cls(**self.config, task_type=TaskType.SEQ_CLS)
+        except (TypeError, ValueError) as error:
+            raise UserError(f"method.config of {cls.__name__}: {error}".splitlines()[0]) from error
+
+    @property
+    def virtual_tokens(self) -> int:
+        config = self.peft_config()
+        return config.num_virtual_tokens if config.is_prompt_learning else 0
+
+    def mutated_init(self, config: PeftConfig) -> bool:
+        return str(getattr(config, "init_lora_weights", "")).lower().startswith(MUTATED_INITS)
+
+    def apply(self, model: PreTrainedModel) -> nn.Module:
+        config = self.peft_config()
+        if isinstance(config, PrefixTuningConfig):
+            accept_past_key_values(model)
+        try:
+            peft_model = get_peft_model(model, config)
+        except ValueError as error:
+            where = f"method={self.name}"
+            if "target_modules" in self.config:
+                where = f"method.config.target_modules={self.config['target_modules']}"
+            raise UserError(f"{where}: {error}".splitlines()[0]) from error
+        if self.mutated_init(config):
+            # PiSSA/OLoRA change the base weights: keep the initial A0, B0 so that save() can write a plain
+            # LoRA adapter for the unchanged base (peft's own conversion fails with a trained head in 0.21)
+            if config.use_dora or config.rank_pattern or config.alpha_pattern:
+                raise UserError(f"method={self.name}: {config.init_lora_weights} with DoRA or rank patterns")
+            state = get_peft_model_state_dict(peft_model)
+            self._initial = {k: v.detach().clone() for k, v in state.items() if ".lora_" in k}
+        return peft_model
+
+    def save(self, model: nn.Module, folder: Path) -> None:
+        model.save_pretrained(folder)
+        initial = getattr(self, "_initial", None)
+        if initial:
+            convert_to_plain_lora(folder, initial)
+
+    def load(self, base: PreTrainedModel, folder: Path) -> nn.Module:
+        if isinstance(self.peft_config(), PrefixTuningConfig):
+            accept_past_key_values(base)
+        return PeftModel.from_pretrained(base, folder)
+
+    def check_mergeable(self) -> None:
+        if self.peft_config().is_prompt_learning:
+            raise UserError(
+                f"merge=true: {self.name} ({self.config_class}) is prompt learning, which peft cannot "
+                "merge into the weights; drop merge=true (the adapter/ export loads with PeftModel)"
+            )
+
+    def merged(self, model: nn.Module) -> PreTrainedModel:
+        self.check_mergeable()
+        try:
+            return copy.deepcopy(model).merge_and_unload()
+        except (AttributeError, NotImplementedError, ValueError) as error:
+            raise UserError(
+                f"merge=true: peft cannot merge {self.name} ({self.config_class}): {error}"
+            ) from error
+
+
+@dataclass
+class AdaLoRA(Peft):
+    """AdaLoRA (Zhang et al., 2023): peft's rank allocator prunes the ranks after every optimizer step.
+
+    ``tinit``/``tfinal`` are fractions of the run's optimizer steps (peft wants steps, known only when
+    training starts): no pruning during the first ``tinit``, final ranks fixed for the last ``tfinal``.
+    """
+
+    name = "adalora"
+    order = 7
+    sweeps = {"config.target_r": "AdaLoRA target rank"}
+    tinit: float = 0.1
+    tfinal: float = 0.2
+
+    def peft_config(self) -> PeftConfig:
+        if not (self.tinit >= 0 and self.tfinal >= 0 and self.tinit + self.tfinal < 1):
+            raise UserError(f"method.tinit + method.tfinal must be < 1 (got {self.tinit} + {self.tfinal})")
+        self.config.setdefault("total_step", 1_000_000)  # a placeholder until start_training knows it
+        return super().peft_config()
+
+    def start_training(self, model: nn.Module, total_steps: int) -> None:
+        config = model.peft_config["default"]
+        config.total_step = total_steps
+        config.tinit, config.tfinal = int(self.tinit * total_steps), int(self.tfinal * total_steps)
+        if config.tinit >= total_steps - config.tfinal:
+            raise UserError(f"adalora: {total_steps} optimizer steps leave no budgeting phase; train longer")
+        model.base_model.rankallocator.set_total_step(total_steps)
+
+    def after_optimizer_step(self, model: nn.Module, step: int) -> None:
+        model.base_model.update_and_allocate(step)
+
+
+@dataclass
+class LoraPlus(Peft):
+    """LoRA+ (Hayou et al., 2024): LoRA whose B matrices learn ``lr_ratio`` times faster, with the optimizer
+    that peft builds (``peft.optimizers.create_loraplus_optimizer``)."""
+
+    name = "loraplus"
+    order = 6
+    sweeps = {"lr_ratio": "LoRA+ learning-rate ratio"}
+    lr_ratio: float = 16.0
+
+    def configure_optimizer(
+        self, model: nn.Module, groups: list[dict], *, lr: float, weight_decay: float, **adamw
+    ) -> torch.optim.Optimizer:
+        # peft's grouping: A matrices and the head's weights decay; B matrices and 1-d tensors (biases,
+        # LayerNorm) at lr * ratio, decaying unless they are biases or LayerNorm weights
+        return create_loraplus_optimizer(
+            model,
+            torch.optim.AdamW,
+            lr=lr,
+            loraplus_lr_ratio=self.lr_ratio,
+            loraplus_weight_decay=weight_decay,
+            **adamw,
+        )
+
+
+def _named(cls_name: str, name: str, order: int, sweeps: dict[str, str], doc: str) -> type[Peft]:
+    cls = dataclass(type(cls_name, (Peft,), {"name": name, "order": order, "sweeps": sweeps, "__doc__": doc}))
+    cls.__module__ = __name__
+    return cls
+
+
+RANK = {"config.r": "rank r"}
+VIRTUAL = {"config.num_virtual_tokens": "virtual tokens"}
+# peft methods that need nothing but their config (each has conf/method/<name>.yaml, which cites the paper)
+DoRA = _named("DoRA", "dora", 3, RANK, "DoRA (Liu et al., 2024): LoRA on the direction, a learned magnitude.")
+RsLoRA = _named("RsLoRA", "rslora", 4, RANK, "rsLoRA (Kalajdzievski, 2023): LoRA scaled by alpha/sqrt(r).")
+PiSSA = _named("PiSSA", "pissa", 5, RANK, "PiSSA (Meng et al., 2024): LoRA initialised from the top SVD.")
+VeRA = _named("VeRA", "vera", 8, RANK, "VeRA (Kopiczko et al., 2024): shared random matrices.")
+FourierFT = _named(
+    "FourierFT",
+    "fourierft",
+    9,
+    {"config.n_frequency": "spectral coefficients"},
+    "FourierFT (Gao et al., 2024).",
+)
+LoHa = _named("LoHa", "loha", 10, RANK, "LoHa (Hyeon-Woo et al., 2022): Hadamard product of low-rank pairs.")
+LoKr = _named("LoKr", "lokr", 11, RANK, "LoKr (Edalati et al., 2022): Kronecker product update.")
+OFT = _named("OFT", "oft", 12, {}, "OFT (Qiu et al., 2023): block-diagonal orthogonal transforms.")
+IA3 = _named("IA3", "ia3", 13, {}, "(IA)^3 (Liu et al., 2022): learned rescaling of keys, values, FFN.")
+LNTuning = _named("LNTuning", "ln_tuning", 14, {}, "LN tuning (Zhao et al., 2023): LayerNorms train.")
+PromptTuning = _named("PromptTuning", "prompt_tuning", 15, VIRTUAL, "Prompt tuning (Lester et al., 2021).")
+PTuning = _named("PTuning", "p_tuning", 16, VIRTUAL, "P-tuning (Liu et al., 2021): prompts from an encoder.")
+PrefixTuning = _named("PrefixTuning", "prefix_tuning", 17, VIRTUAL, "Prefix tuning (Li & Liang, 2021).")

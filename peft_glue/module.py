@@ -14,6 +14,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from peft_glue.data import MODEL_INPUTS
 from peft_glue.errors import UserError
+from peft_glue.methods import Method
 from peft_glue.tasks import GlueTask, split_suffix
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight")  # as transformers.Trainer: no decay on these
@@ -34,10 +35,12 @@ class GlueClassifier(pl.LightningModule):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         warmup_ratio: float = 0.0,
+        method: Method | None = None,
     ):
         super().__init__()
         self.model = model
         self.task = task
+        self.method = method or Method(lr=lr)  # the optimizer and per-step hooks of the method
         self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, tuple(betas), eps
         self.warmup_ratio = warmup_ratio
         metrics = task.metric_collection()
@@ -155,11 +158,21 @@ class GlueClassifier(pl.LightningModule):
             },
             {"params": [p for n, p in trainable if n.endswith(NO_DECAY)], "weight_decay": 0.0},
         ]
-        optimizer = torch.optim.AdamW(
-            [group for group in groups if group["params"]], lr=self.lr, betas=self.betas, eps=self.eps
+        optimizer = self.method.configure_optimizer(
+            self.model,
+            [group for group in groups if group["params"]],
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            betas=self.betas,
+            eps=self.eps,
         )
         total_steps = self.trainer.estimated_stepping_batches
+        self.method.start_training(self.model, int(total_steps))
         scheduler = get_linear_schedule_with_warmup(
             optimizer, math.ceil(self.warmup_ratio * total_steps), total_steps
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        self.method.after_optimizer_step(self.model, self.global_step)  # gradients not yet zeroed

@@ -38,7 +38,13 @@ def predict(run_dir: Path, input_tsv: Path | None = None, out_dir: Path | None =
         raise UserError(f"run={run_dir} has no {export_dir}/ (trained weights): did the run finish?")
     parts = assemble(cfg, trained_weights=weights)
     data_cfg = {**OmegaConf.to_container(cfg.data, resolve=True), "train_subset": None}
-    datamodule = GlueDataModule(parts.task, parts.tokenizer, predict_file=input_tsv, **data_cfg)
+    datamodule = GlueDataModule(
+        parts.task,
+        parts.tokenizer,
+        predict_file=input_tsv,
+        virtual_tokens=parts.method.virtual_tokens,
+        **data_cfg,
+    )
     trainer = pl.Trainer(
         accelerator="auto", devices=1, logger=False, enable_checkpointing=False, enable_model_summary=False
     )

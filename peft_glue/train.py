@@ -85,6 +85,8 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
         check_checkpoint(checkpoint, **identity.identity)
     parts = assemble(cfg)
     task, method, model = parts.task, parts.method, parts.model
+    if cfg.merge:
+        method.check_mergeable()
     record.save(task_info=task.info(), method_info=method.info())
     if cfg.cpu_dropout:
         use_cpu_dropout(model)
@@ -94,8 +96,12 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
     if cfg.dry_run:
         return record.save(status=DRY_RUN)  # None: nothing trained
 
-    datamodule = GlueDataModule(task, parts.tokenizer, seed=cfg.seed, **cfg.data)
-    module = GlueClassifier(model, task, **cfg.optimizer, warmup_ratio=cfg.scheduler.warmup_ratio)
+    datamodule = GlueDataModule(
+        task, parts.tokenizer, seed=cfg.seed, virtual_tokens=method.virtual_tokens, **cfg.data
+    )
+    module = GlueClassifier(
+        model, task, **cfg.optimizer, warmup_ratio=cfg.scheduler.warmup_ratio, method=method
+    )
     throughput = TrainThroughput()
     launch_ranks_as_this_job()  # with trainer=ddp: the other ranks run this job, in its folder
     trainer = pl.Trainer(

@@ -104,12 +104,17 @@ def test_checkpoint_of_another_method_is_refused(tiny_bert, tiny_glue, tmp_path)
         trained(["method=lora", f"resume={ckpt}", *tiny_overrides(tiny_bert, tiny_glue)], tmp_path / "lora")
 
 
-def test_killed_run_resumes_to_the_same_metrics(tiny_bert, tmp_path):
+@pytest.mark.parametrize(
+    "method",
+    [["method=lora", "method.dropout=0.1"], pytest.param(["method=ia3"], marks=pytest.mark.slow)],
+    ids=["lora", "ia3"],
+)
+def test_killed_run_resumes_to_the_same_metrics(tiny_bert, tmp_path, method):
     glue = write_tiny_glue(tmp_path / "glue", n_train=800)
     common = [
-        f"model.name_or_path={tiny_bert}", f"data.data_dir={glue}", "method=lora", "data.batch_size=4",
+        f"model.name_or_path={tiny_bert}", f"data.data_dir={glue}", *method, "data.batch_size=4",
         "trainer.max_epochs=2", "checkpoint.every_n_train_steps=3", "trainer.enable_progress_bar=false",
-        "method.dropout=0.1", "seed=5",
+        "seed=5",
     ]  # fmt: skip
     reference = run_cli(*common, f"hydra.run.dir={tmp_path / 'reference'}", cwd=tmp_path)
     assert reference.returncode == 0, reference.stderr[-2000:]
