@@ -37,7 +37,12 @@ def predict(run_dir: Path, input_tsv: Path | None = None, out_dir: Path | None =
     if not weights.is_dir():
         raise UserError(f"run={run_dir} has no {export_dir}/ (trained weights): did the run finish?")
     parts = assemble(cfg, trained_weights=weights)
-    data_cfg = {**OmegaConf.to_container(cfg.data, resolve=True), "train_subset": None}
+    # GLUE's own splits, nothing carved: the test sets are what is predicted
+    data_cfg = {
+        **OmegaConf.to_container(cfg.data, resolve=True),
+        "train_subset": None,
+        "validation_size": None,
+    }
     datamodule = GlueDataModule(
         parts.task,
         parts.tokenizer,
@@ -49,7 +54,8 @@ def predict(run_dir: Path, input_tsv: Path | None = None, out_dir: Path | None =
         accelerator="auto", devices=1, logger=False, enable_checkpointing=False, enable_model_summary=False
     )
     module = GlueClassifier(parts.model.eval(), parts.task, lr=1.0)
-    predictions = per_split(trainer.predict(module, datamodule=datamodule), datamodule.eval_splits("test"))
+    splits = datamodule.submission_splits()
+    predictions = per_split(trainer.predict(module, datamodule=datamodule), splits)
     return write_submissions(out_dir or run_dir, parts.task, predictions)
 
 
