@@ -119,3 +119,21 @@ def test_resume_sources_are_checked_before_anything_loads(tiny_bert, tiny_glue, 
         "method=lora", f"resume={ckpt}", *overrides, "model.name_or_path=/never/loaded", cwd=tmp_path
     )
     assert_one_line_error(other, str(ckpt), "method=bitfit, not method=lora")
+
+
+def test_a_malformed_row_stops_the_run_naming_file_and_line(tiny_bert, tiny_glue, tmp_path):
+    """A row with a missing field would train on whatever filled the gap: it is one line, nothing trains."""
+    glue = tmp_path / "glue"
+    (glue / "SST-2").mkdir(parents=True)
+    for name in ("dev", "test"):
+        (glue / "SST-2" / f"{name}.tsv").write_bytes((tiny_glue / "SST-2" / f"{name}.tsv").read_bytes())
+    rows = (tiny_glue / "SST-2" / "train.tsv").read_text().splitlines()
+    rows.insert(5, "a sentence whose label went missing")
+    (glue / "SST-2" / "train.tsv").write_text("\n".join(rows) + "\n")
+    run_dir = tmp_path / "run"
+    result = run_cli("task=sst2", *tiny_overrides(tiny_bert, glue), f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert_one_line_error(
+        result, str(glue / "SST-2" / "train.tsv"), "line 6", "too few", "'a sentence whose label went missi"
+    )
+    assert json.loads((run_dir / "results.json").read_text())["status"] == "failed"
+    assert not (run_dir / "checkpoints").exists()  # nothing trained
