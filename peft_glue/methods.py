@@ -40,6 +40,11 @@ class Method:
     order: ClassVar[int] = 100  # where the report lists the method (lower first)
     sweeps: ClassVar[dict[str, str]] = {}  # hyperparameters the report plots a sweep of -> what they are
 
+    @classmethod
+    def nested_schemas(cls, values: dict) -> dict[str, type]:
+        """Dataclasses that type the keys of a mapping field (``peft_glue.schema`` checks them): none."""
+        return {}
+
     def hyperparameters(self) -> dict:
         """The method's settings as results.json records them (besides its name)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -268,6 +273,11 @@ class Peft(Method):
     def __post_init__(self) -> None:
         self.config = dict(self.config or {})
         self.peft_config()  # a wrong class or argument fails before anything is built
+
+    @classmethod
+    def nested_schemas(cls, values: dict) -> dict[str, type]:
+        """``method.config`` is typed by the peft config class it names (for the config schema)."""
+        return {"config": peft_config_class(str(values.get("config_class", cls.config_class)))}
 
     def peft_config(self) -> PeftConfig:
         cls = peft_config_class(self.config_class)

@@ -211,11 +211,21 @@ def check_fields(
 
 
 def dataclass_fields(cls: type) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The type hints and defaults of a (task or method) dataclass's init fields."""
-    hints = typing.get_type_hints(cls)
+    """The type hints (Any where they cannot be read) and defaults of a dataclass's init fields."""
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:
+        hints = {}
     fields = [f for f in dataclasses.fields(cls) if f.init]
     defaults = {f.name: f.default for f in fields if f.default is not dataclasses.MISSING}
-    return {f.name: hints[f.name] for f in fields}, defaults
+    return {f.name: hints.get(f.name, Any) for f in fields}, defaults
+
+
+def nested_schemas(cls: type, values: Mapping[str, Any]) -> dict[str, type]:
+    """Dataclasses that type the keys of a mapping field of a task or method (the generic peft method's
+    ``config``: the peft config class it names)."""
+    hook = getattr(cls, "nested_schemas", None)
+    return hook(dict(values)) if hook is not None else {}
 
 
 class LazyExamples(Mapping):
@@ -313,6 +323,9 @@ def check_typed_groups(cfg: DictConfig, examples: Callable[[], DictConfig] | Non
         values = {k: v for k, v in resolved_items(node).items() if k != "_target_"}
         hints, defaults = dataclass_fields(cls)
         check_fields(group, values, hints, example_values(group, defaults))
+        for key, schema in nested_schemas(cls, values).items():
+            hints, defaults = dataclass_fields(schema)
+            check_fields(f"{group}.{key}", values.get(key) or {}, hints, defaults)
     for prefix, node in instantiated_nodes(cfg).items():  # each against its class's arguments
         hints, defaults, open_ended = signature_fields(get_class(node._target_))
         values = {k: v for k, v in resolved_items(node).items() if k != "_target_"}

@@ -27,7 +27,7 @@ def assert_one_line_error(result, *fragments: str) -> None:
 def test_unknown_option_from_the_command_line(tmp_path):
     """The whole path a user sees: one line, the options, a non-zero exit, no traceback."""
     assert_one_line_error(
-        run_cli("method=prefix", cwd=tmp_path), "unknown method 'prefix'", "bitfit, full, lora"
+        run_cli("method=prefix", cwd=tmp_path), "unknown method 'prefix'", "bitfit, dora", "prefix_tuning"
     )
 
 
@@ -37,7 +37,7 @@ def test_unknown_option_from_the_command_line(tmp_path):
         (["task=squad"], ["unknown task 'squad'", "cola, mnli, mrpc, qnli, qqp, rte, sst2, stsb, wnli"]),
         (["model=gpt5"], ["unknown model 'gpt5'", "bert_base_uncased, minilm"]),
         (["optimizer.lrr=1"], ["unknown key 'optimizer.lrr'", "check its spelling"]),
-        (["-m", "method=lora,dora"], ["unknown method 'dora'"]),  # any value of a sweep
+        (["-m", "method=lora,dorra"], ["unknown method 'dorra'"]),  # any value of a sweep
     ],
 )
 def test_unknown_options_and_keys(argv, fragments, capsys):

@@ -116,13 +116,16 @@ def test_submission_rows_are_the_exported_models_predictions_sentence_by_sentenc
     assert {prediction for _, prediction in rows} == {"0", "1"}  # a model that learned: both classes
 
 
-def test_labelled_test_copy_of_dev_gives_the_final_validation_metrics(tiny_bert, easy_glue, tmp_path):
+def test_labelled_test_copy_of_dev_gives_the_best_epochs_validation_metrics(tiny_bert, easy_glue, tmp_path):
+    """The test set is evaluated with the checkpoint the monitor picked (the export): on a copy of dev, its
+    metrics are that epoch's validation metrics."""
     overrides = ["task=mrpc", "method=full", "optimizer.lr=3e-3", *tiny_overrides(tiny_bert, easy_glue)]
     record = run([*overrides, "trainer.max_epochs=3"], tmp_path)
-    last, test = record["val"]["last"], record["test"]
-    assert record["val_history"][-1] == last and "predictions" not in record
-    assert (test["accuracy"], test["f1"]) == (last["accuracy"], last["f1"])
-    val_loss = read_metrics(tmp_path).dropna(subset=["val/loss"])["val/loss"].iloc[-1]  # the last epoch's
+    best, test = record["val"]["best"], record["test"]
+    assert record["best_checkpoint"]["epoch"] == best["epoch"] and "predictions" not in record
+    assert (test["accuracy"], test["f1"]) == (best["accuracy"], best["f1"])
+    losses = read_metrics(tmp_path).dropna(subset=["val/loss"])
+    val_loss = losses[losses["epoch"] == best["epoch"]]["val/loss"].iloc[-1]  # the best epoch's
     assert test["loss"] == pytest.approx(val_loss, rel=1e-6)
     model = AutoModelForSequenceClassification.from_pretrained(record["exports"]["weights"])
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert)

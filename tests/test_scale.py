@@ -280,12 +280,13 @@ def test_optuna_search_finds_the_best_trial(tiny_bert, tiny_glue, tmp_path):
     assert len({t["optimizer"]["lr"] for t in trials}) == 3  # Optuna chose them
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert set(best["best_params"]) == {"optimizer.lr", "method.r"}
-    assert best["best_value"] == max(t["val"]["best"]["accuracy"] for t in trials)
+    assert best["best_value"] == max(t["val"]["best"][t["task_info"]["monitor"]] for t in trials)
 
     import optuna
 
     study = optuna.load_study(study_name="tiny", storage=storage)
-    assert sorted(t.value for t in study.trials) == sorted(t["val"]["best"]["accuracy"] for t in trials)
+    values = [t["val"]["best"][t["task_info"]["monitor"]] for t in trials]
+    assert sorted(t.value for t in study.trials) == sorted(values)
 
 
 # --------------------------------------------------------------------------------------------- command line

@@ -13,6 +13,7 @@ from peft_glue.schema import (
     dataclass_fields,
     instantiated_nodes,
     matches,
+    nested_schemas,
     schema_field,
     signature_fields,
     trainer_fields,
@@ -42,7 +43,12 @@ def type_of(cfg: DictConfig, key: str):
     Trainer, or the logger's class. None means the key escaped the schema."""
     group, _, name = key.partition(".")
     if group in ("task", "method"):
-        return {"_target_": str, **dataclass_fields(get_class(cfg[group]._target_))[0]}.get(name)
+        cls = get_class(cfg[group]._target_)
+        field, _, inner = name.partition(".")
+        nested = nested_schemas(cls, OmegaConf.to_container(cfg[group]))
+        if inner and field in nested:
+            return dataclass_fields(nested[field])[0].get(inner)
+        return {"_target_": str, **dataclass_fields(cls)[0]}.get(name)
     if group == "trainer":
         return trainer_fields()[0].get(name)
     nodes = instantiated_nodes(cfg)
