@@ -9,7 +9,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from peft_glue.methods import Method
-from peft_glue.rundir import MERGED_DIR, write_atomic, write_folder_atomic
+from peft_glue.rundir import MERGED_DIR, MODEL_DIR, write_atomic, write_folder_atomic
 from peft_glue.tasks import GlueTask
 
 
@@ -22,9 +22,12 @@ def export_trained(
         method.merged(model).save_pretrained(folder)
         tokenizer.save_pretrained(folder)
 
-    exports = {
-        "weights": str(write_folder_atomic(run_dir / method.export_dir, lambda f: method.save(model, f)))
-    }
+    def save_weights(folder: Path) -> None:
+        method.save(model, folder)
+        if method.export_dir == MODEL_DIR:  # a whole model: with its tokenizer, a pipeline loads it alone
+            tokenizer.save_pretrained(folder)
+
+    exports = {"weights": str(write_folder_atomic(run_dir / method.export_dir, save_weights))}
     if merge:
         exports["merged"] = str(write_folder_atomic(run_dir / MERGED_DIR, save_merged))
     return exports
