@@ -169,8 +169,9 @@ def push_to_hub(folder: Path, repo_id: str, private: bool) -> str:
 def export(
     run_dir: Path, repo_id: str | None = None, private: bool = False, folder: str | None = None
 ) -> list[str]:
-    """Rewrite the model card and the label names of a finished run's export folders, then push one of them
-    (``folder``, else the method's export) to ``repo_id``; returns what was written and where it went."""
+    """Rewrite the model card and the label names of a finished run's export folders (and print the cards
+    written), then push one of them (``folder``, else the method's export) to ``repo_id``; returns the cards
+    written and the repository's address."""
     results = read_results(run_dir)
     if results.get("status") != COMPLETED:
         status = results.get("status", "no results.json")
@@ -184,6 +185,7 @@ def export(
         for each in folders:
             name_labels_in(each, id2label)
     done = [str(path) for path in write_cards(run_dir, results)]
+    print(*done, sep="\n", flush=True)  # said before a push that may fail
     if repo_id:
         weights = Path(results["exports"]["weights"]).name
         chosen = run_dir / (folder or weights)
@@ -193,6 +195,7 @@ def export(
             )
         write_atomic(chosen / "README.md", card_text(results, run_dir, folders[chosen], chosen, repo_id))
         done.append(push_to_hub(chosen, repo_id, private))
+        print(f"pushed {chosen} to {done[-1]}")
     return done
 
 
@@ -224,12 +227,9 @@ def main(argv: list[str] | None = None) -> None:
     if "private" in settings and "push_to_hub" not in settings:
         exit_with("private= applies to push_to_hub=USER/REPO; give both")
     try:
-        done = export(
-            Path(settings["run"]), settings.get("push_to_hub"), private == "true", settings.get("folder")
-        )
+        export(Path(settings["run"]), settings.get("push_to_hub"), private == "true", settings.get("folder"))
     except UserError as error:
         exit_with(str(error))
-    print(*done, sep="\n")
 
 
 if __name__ == "__main__":
