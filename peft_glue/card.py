@@ -143,9 +143,14 @@ def data_source(results: dict, run_dir: Path) -> str | None:
     return None if data_dir is None or str(data_dir).startswith("${") else str(data_dir)
 
 
-def how_to_load(kind: str, where: str, base: str, num_labels: int) -> str:
-    """Python that loads this export."""
-    base_model = f'AutoModelForSequenceClassification.from_pretrained("{base}", num_labels={num_labels})'
+def how_to_load(kind: str, where: str, base: str, labels: list[str]) -> str:
+    """Python that loads this export (the base model with the head named as the task's labels)."""
+    id2label = dict(enumerate(labels))
+    label2id = {label: index for index, label in id2label.items()}
+    base_model = (
+        f'AutoModelForSequenceClassification.from_pretrained(\n    "{base}", id2label={id2label}, '
+        f"label2id={label2id}\n)"
+    )
     if kind == ADAPTER_DIR:
         return (
             "from peft import PeftModel\n"
@@ -256,14 +261,14 @@ def card_text(results: dict, run_dir: Path, kind: str, folder: Path, repo_id: st
         lines.append("python -m peft_glue.train ...   # the run's overrides were not recorded")
     else:
         lines.append(" ".join(["python -m peft_glue.train", *map(shlex.quote, overrides)]))
-    num_labels = 1 if regression else max(len(labels), 2)
+    labels = labels or (["score"] if regression else ["0", "1"])
     lines += [
         "```",
         "",
         "## Load",
         "",
         "```python",
-        how_to_load(kind, repo_id or str(folder), base, num_labels),
+        how_to_load(kind, repo_id or str(folder), base, labels),
         "```",
         "",
     ]

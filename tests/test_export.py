@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shlex
 import subprocess
 import sys
@@ -132,6 +133,14 @@ def test_every_export_folder_has_a_model_card_with_the_run_results(runs):
                 "PeftModel.from_pretrained" if folder == "adapter" else "AutoModelForSequenceClassification"
             )
             assert loader in body
+
+    # the card's own loading code loads the adapter, its head named as the task's labels
+    code = re.search(
+        r"## Load\n\n```python\n(.*?)```", (runs["lora"] / "adapter" / "README.md").read_text(), re.S
+    )
+    namespace: dict = {}
+    exec(code.group(1), namespace)
+    assert namespace["model"].config.id2label == RTE_LABELS
 
     ModelCard = pytest.importorskip("huggingface_hub").ModelCard
     card = ModelCard.load(runs["lora"] / "adapter" / "README.md")
