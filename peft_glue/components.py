@@ -13,7 +13,7 @@ from transformers import PreTrainedTokenizerBase
 
 from peft_glue.config import build
 from peft_glue.methods import Method
-from peft_glue.models import load_model, load_tokenizer
+from peft_glue.models import load_model, load_tokenizer, name_labels
 from peft_glue.tasks import GlueTask
 
 
@@ -37,5 +37,7 @@ def assemble(cfg: DictConfig, trained_weights: Path | None = None) -> Components
     method: Method = build(cfg.method, _convert_="all")
     model_config = OmegaConf.to_container(cfg.model, resolve=True)
     base = load_model(num_labels=task.num_labels, **model_config)
+    name_labels(base, task.id2label)  # in every export's config.json: the task's label names
     model = method.apply(base) if trained_weights is None else method.load(base, trained_weights)
+    name_labels(model, task.id2label)  # a loaded full model (an older export may lack the names)
     return Components(task, method, model, model_config)

@@ -89,6 +89,15 @@ def load_model(
     return model.train()
 
 
+def name_labels(model: Any, id2label: dict[int, str]) -> None:
+    """Name the head's outputs in the model's config (``id2label``/``label2id``), so that every export that
+    writes a config.json carries them and a transformers ``pipeline`` answers with the task's labels."""
+    config = getattr(model, "config", None)
+    if config is not None and not isinstance(config, dict):
+        config.id2label = dict(id2label)
+        config.label2id = {name: index for index, name in id2label.items()}
+
+
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     return _from_source(
         AutoTokenizer, check_source(name_or_path), "tokenizer", trust_remote_code=trust_remote_code

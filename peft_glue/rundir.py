@@ -57,6 +57,7 @@ class RunResults(TypedDict, total=False):
     max_epochs: int
     precision: str
     model_name_or_path: str
+    data_dir: str | None  # the local GLUE folder read; None: the Hub
     trainable_params: int
     total_params: int
     trainable_percent: float

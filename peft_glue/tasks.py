@@ -103,6 +103,12 @@ class GlueTask:
         return not self.label_names
 
     @property
+    def id2label(self) -> dict[int, str]:
+        """The head's outputs by name, for the exported model configs (``pipeline`` then says
+        ``entailment``, not ``LABEL_0``): the class names, or the one ``score`` of a regression task."""
+        return {0: "score"} if self.is_regression else dict(enumerate(self.label_names))
+
+    @property
     def num_labels(self) -> int:
         """Outputs of the model's head: one score for regression, else one logit per class."""
         return 1 if self.is_regression else len(self.label_names)
@@ -165,6 +171,7 @@ class GlueTask:
             "metrics": list(self.metric_names),
             "monitor": self.monitor,
             "regression": self.is_regression,
+            "labels": list(self.id2label.values()),
             "glue_columns": dict(self.glue_columns),
             "submission_files": list(self.all_submission_files),
         }

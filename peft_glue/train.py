@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, TQDMProgressBar
 
 from peft_glue.callbacks import TrainThroughput
+from peft_glue.card import write_cards
 from peft_glue.components import assemble
 from peft_glue.config import check_command_line, register_resolvers
 from peft_glue.config_paths import CONFIG_PATH
@@ -74,6 +75,7 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
         max_epochs=cfg.trainer.max_epochs,
         precision=cfg.trainer.precision,
         model_name_or_path=cfg.model.name_or_path,
+        data_dir=cfg.data.data_dir,
     )
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.optimizer.lr <= 0:
@@ -142,6 +144,8 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
         # one file: its path, as before; several (MNLI): the list
         record.save(predictions=str(files[0]) if len(files) == 1 else [str(f) for f in files])
     record.save(status=COMPLETED, peak_memory_mb=peak_memory_mb(), threads=torch.get_num_threads())
+    if record.writes:  # the results are final: each export folder's model card (README.md)
+        write_cards(run_dir, record)
     log_run(trainer.loggers, cfg, record)  # the config and the final results to every logger
     return module
 
