@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from safetensors.numpy import load_file
 
 from peft_glue.analyze import main as analyze_main
@@ -118,3 +119,29 @@ def test_analyze_compares_the_real_adapters(sweep, tmp_path):
     ]
     assert row[5:8] == [f"{expected[0]:.3f}", f"{expected[1]:.3f}", f"{np.mean(expected):.3f}"]
     assert (tmp_path / "rank_mrpc_bert_base_uncased_r1_vs_r4.png").is_file()
+
+
+def test_an_unexpected_exception_mid_training_fails_its_job_only(tiny_bert, tiny_glue, tmp_path, monkeypatch):
+    """Not a UserError (a bug, a library error): the generic branch records it with its type, the sweep goes
+    on, and the multirun exits non-zero listing it. In-process, so that the failure can be planted."""
+    from peft_glue import train as train_module
+    from peft_glue.module import GlueClassifier
+
+    original = GlueClassifier.training_step
+
+    def explode_on_seed_7(self, batch, batch_idx):
+        if batch_idx == 2 and self.trainer.current_epoch == 0 and torch.initial_seed() == 7:
+            raise RuntimeError("a planted failure at step 2")
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(GlueClassifier, "training_step", explode_on_seed_7)
+    folder = tmp_path / "sweep"
+    argv = ["-m", "method=bitfit", "seed=7,8", *tiny_overrides(tiny_bert, tiny_glue), "trainer.max_epochs=1"]
+    monkeypatch.setattr("sys.argv", ["peft_glue.train", *argv, f"hydra.sweep.dir={folder}"])
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        train_module.main()
+    assert exit_info.value.code == 1
+    runs = jobs(folder)
+    assert [(r["seed"], r["status"]) for r in runs] == [(7, "failed"), (8, "completed")]
+    assert runs[0]["error"] == "RuntimeError: a planted failure at step 2"
