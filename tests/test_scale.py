@@ -190,6 +190,7 @@ def last_val_loss(folder: Path) -> float:
     return float(read_metrics(folder).dropna(subset=["val/loss"])["val/loss"].iloc[-1])
 
 
+@pytest.mark.slow  # 4 DDP jobs of 2 processes: ~40 s; CI runs it (make test-slow)
 def test_ddp_evaluates_exactly_like_one_process(tiny_bert, tiny_glue, tmp_path):
     """Two CPU processes (gloo) against one, on the same data, for SST-2 (accuracy) and MRPC (accuracy, F1).
 
