@@ -14,7 +14,7 @@ import json
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import peft
 import torch
@@ -28,6 +28,9 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
 from peft_glue.errors import UserError
 from peft_glue.rundir import ADAPTER_DIR, BITFIT_DIR, MODEL_DIR
+
+if TYPE_CHECKING:
+    from peft_glue.tasks import GlueTask
 
 
 @dataclass
@@ -87,6 +90,12 @@ class Method:
 
     def start_training(self, model: nn.Module, total_steps: int) -> None:
         """Called once the number of optimizer steps of the whole run is known (before the first step)."""
+
+    def training_loss(
+        self, model: nn.Module, inputs: dict, labels: torch.Tensor, task: GlueTask
+    ) -> torch.Tensor:
+        """The loss a training step minimises: the task's loss of the model's logits."""
+        return task.loss(model(**inputs).logits, labels)
 
     def after_optimizer_step(self, model: nn.Module, step: int) -> None:
         """Called after every optimizer step, before the gradients are zeroed."""
@@ -379,6 +388,13 @@ class AdaLoRA(Peft):
 
     def after_optimizer_step(self, model: nn.Module, step: int) -> None:
         model.base_model.update_and_allocate(step)
+
+    def training_loss(
+        self, model: nn.Module, inputs: dict, labels: torch.Tensor, task: GlueTask
+    ) -> torch.Tensor:
+        """The model computes its own loss (the task's: cross-entropy, or MSE for one output), so that peft
+        adds AdaLoRA's orthogonal regularisation of P and Q (``orth_reg_weight``) to it."""
+        return model(**inputs, labels=labels).loss
 
 
 @dataclass

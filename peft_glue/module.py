@@ -82,7 +82,8 @@ class GlueClassifier(pl.LightningModule):
         self.model.train()
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self.task.loss(self(batch), batch["labels"])
+        inputs = {key: batch[key] for key in MODEL_INPUTS if key in batch}
+        loss = self.method.training_loss(self.model, inputs, batch["labels"], self.task)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["labels"]))
         # Reading the loss on the host waits for a GPU, so look only when Lightning logs anyway (a diverged
         # run stays non-finite) and at the end of each epoch, not at every step.

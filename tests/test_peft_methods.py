@@ -240,3 +240,26 @@ def test_adalora_schedule_that_leaves_no_budgeting_is_refused():
         AdaLoRA(
             lr=1e-3, tinit=0.5, tfinal=0.5, config_class="AdaLoraConfig", config={"target_modules": ["query"]}
         )
+
+
+@pytest.mark.parametrize("weight", [0.5, 0.0])
+def test_adalora_adds_its_orthogonal_regularisation_to_the_training_loss(tiny_bert, weight):
+    """AdaLoRA's loss is the task's plus peft's orth_reg_weight x ||PP^T - I|| + ||Q^TQ - I|| (peft adds it
+    when the model computes the loss); every other method trains on the task's loss alone."""
+    method = AdaLoRA(
+        lr=1e-3, config_class="AdaLoraConfig", config={"target_modules": ["query"], "orth_reg_weight": weight}
+    )
+    model = method.apply(base(tiny_bert)).train()
+    inputs, labels = batch()
+    torch.manual_seed(0)
+    with_penalty = method.training_loss(model, inputs, labels, MRPC())
+    torch.manual_seed(0)
+    plain = MRPC().loss(model(**inputs).logits, labels)
+    penalty = []
+    for name, param in model.named_parameters():
+        if ("lora_A" in name or "lora_B" in name) and "default" in name:
+            cov = param @ param.T if "lora_A" in name else param.T @ param
+            penalty.append(torch.linalg.matrix_norm(cov - torch.eye(*cov.shape)))
+    expected = plain + weight * torch.stack(penalty).mean()
+    assert torch.allclose(with_penalty, expected, atol=1e-6)
+    assert (with_penalty > plain) if weight else torch.allclose(with_penalty, plain, atol=1e-6)
