@@ -1,6 +1,7 @@
 """The CPU dropout: the same Bernoulli masks and scaling as torch's, reproducible, and the same attention."""
 
 import json
+import subprocess
 import sys
 
 import pytest
@@ -138,3 +139,20 @@ def test_attention_dropout_with_a_real_p_in_a_training_forward(monkeypatch):
     torch.testing.assert_close(dropped[kept], weights[kept] / 0.9)
     with torch.no_grad():
         assert not torch.allclose(logits, model.eval()(input_ids=ids).logits)
+
+
+def test_importing_changes_nothing_until_use_cpu_dropout_is_called():
+    """The attention function is registered with transformers only by ``use_cpu_dropout`` (in a fresh
+    process: other tests here have called it already)."""
+    code = (
+        "from transformers import AttentionInterface\n"
+        "import peft_glue.cpu_dropout as cpu_dropout\n"
+        "assert cpu_dropout.ATTENTION not in AttentionInterface._global_mapping\n"
+        "from transformers import BertConfig, BertForSequenceClassification\n"
+        "config = BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,\n"
+        "                    intermediate_size=16, attn_implementation='sdpa')\n"
+        "cpu_dropout.use_cpu_dropout(BertForSequenceClassification(config))\n"
+        "assert cpu_dropout.ATTENTION in AttentionInterface._global_mapping\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
