@@ -60,7 +60,7 @@ def group_options(group: str, folders: Sequence[Path] = (CONFIG_DIR,)) -> list[s
 def chosen_options(override: Any) -> list[str]:
     """The options a group override selects: every value of a sweep, each element of a list."""
     if override.is_sweep_override():
-        return list(override.sweep_string_iterator())
+        return sweep_values(override)
     value = override.value()
     values = value if isinstance(value, list) else [] if value is None else [value]
     return [str(v) for v in values]
