@@ -1,7 +1,8 @@
 """GLUE submission files from a finished run.
 
     python -m peft_glue.predict run=outputs/runs/<run>                 # the task's test split
-    python -m peft_glue.predict run=outputs/runs/<run> input=some.tsv  # any TSV in the task's GLUE layout
+    python -m peft_glue.predict run=outputs/runs/<run> input=some.tsv  # -> some.predictions.tsv (any TSV in
+                                                                        # the task's GLUE layout)
     python -m peft_glue.predict run=outputs/runs/<run> out=elsewhere data.data_dir=/data/glue \\
         data.eval_batch_size=64 trainer.accelerator=cpu trainer.precision=32-true
 
@@ -30,7 +31,7 @@ from peft_glue.components import assemble
 from peft_glue.config import register_resolvers
 from peft_glue.data import GlueDataModule
 from peft_glue.errors import UserError, exit_with
-from peft_glue.export import per_split, write_submissions
+from peft_glue.export import per_split, write_submission, write_submissions
 from peft_glue.module import GlueClassifier
 from peft_glue.rundir import SAVED_CONFIG
 from peft_glue.schema import (
@@ -156,7 +157,15 @@ def predict(
     module = GlueClassifier(parts.model.eval(), parts.task, lr=1.0)
     splits = datamodule.submission_splits()
     predictions = per_split(trainer.predict(module, datamodule=datamodule), splits)
-    return write_submissions(out_dir or run_dir, parts.task, predictions)
+    folder = out_dir or run_dir
+    if input_tsv is not None:  # named after the input: a GLUE name would claim a test set (MNLI-m/-mm)
+        return [write_submission(folder / predictions_file(input_tsv), parts.task, predictions[splits[0]])]
+    return write_submissions(folder, parts.task, predictions)
+
+
+def predictions_file(input_tsv: Path) -> str:
+    """``my.tsv`` -> ``my.predictions.tsv``: the file ``input=`` writes, in GLUE's submission format."""
+    return f"{input_tsv.stem}.predictions.tsv"
 
 
 def main(argv: list[str] | None = None) -> None:

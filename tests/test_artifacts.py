@@ -202,7 +202,7 @@ def test_predict_writes_the_submission_of_a_finished_run(tiny_bert, tiny_glue, t
     predict_main(
         [f"run={tmp_path / 'run'}", f"input={tiny_glue / 'SST-2' / 'dev.tsv'}", f"out={tmp_path / 'dev'}"]
     )
-    lines = (tmp_path / "dev" / "SST-2.tsv").read_text().splitlines()
+    lines = (tmp_path / "dev" / "dev.predictions.tsv").read_text().splitlines()
     assert lines[0] == "index\tprediction" and len(lines) == 33
 
 

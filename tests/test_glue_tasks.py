@@ -326,6 +326,22 @@ def test_stsb_regression_head_trains_exports_and_predicts_again(tiny_bert, tmp_p
     assert len(values) == 10 and all(0 <= v <= 5 for v in values)
 
 
+def test_predict_input_of_mnli_mismatched_gives_the_runs_mismatched_predictions(tiny_bert, tmp_path):
+    """``input=`` names its output after the input file: MNLI's mismatched test set predicted on its own
+    is the run's MNLI-mm.tsv, not a file called MNLI-m.tsv."""
+    glue = write_task(tmp_path / "glue", "mnli")
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    tiny_run(tiny_bert, glue, run, "mnli", "lora", "trainer.precision=32-true")
+    cfg = compose_cfg(
+        ["task=mnli", "method=lora", f"model.name_or_path={tiny_bert}", f"data.data_dir={glue}"], run
+    )
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml", resolve=False)
+    written = predict(run, input_tsv=glue / "MNLI" / "test_mismatched.tsv", out_dir=tmp_path / "preds")
+    assert [p.name for p in written] == ["test_mismatched.predictions.tsv"]
+    assert written[0].read_text() == (run / "MNLI-mm.tsv").read_text()
+
+
 @pytest.mark.slow  # MiniLM, one epoch on real STS-B: minutes on 2 cores (`make test-slow`)
 @needs_real_glue
 # RTE is not here: one epoch of MiniLM stays at or below RTE's dev majority class (52.7%) — measured
