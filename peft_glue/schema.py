@@ -81,6 +81,7 @@ class Config:
     dry_run: bool = False
     resume: Optional[str] = None
     merge: bool = False
+    submission: bool = True
     cpu_dropout: bool = True
     threads: Optional[int] = None
     checkpoint: dict[str, Any] = MISSING  # checked against its class (ModelCheckpoint)

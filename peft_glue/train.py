@@ -134,7 +134,7 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
         record.save(test={key.removeprefix("test/"): value for key, value in test.items()})
     else:
         record.save(test=None)
-    splits = datamodule.submission_splits()
+    splits = datamodule.submission_splits() if cfg.submission else []
     if splits:  # GLUE's unlabelled test sets: submission files
         predicted = per_split(trainer.predict(module, datamodule=datamodule), splits)
         predictions = {split: gather_predictions(batches) for split, batches in predicted.items()}

@@ -206,6 +206,13 @@ def test_predict_writes_the_submission_of_a_finished_run(tiny_bert, tiny_glue, t
     assert lines[0] == "index\tprediction" and len(lines) == 33
 
 
+def test_submission_false_skips_the_test_set_prediction(tiny_bert, tiny_glue, tmp_path):
+    overrides = ["method=lora", "task=sst2", "submission=false", *tiny_overrides(tiny_bert, tiny_glue)]
+    _, record = trained(overrides, tmp_path / "run")
+    assert record["status"] == "completed" and "predictions" not in record
+    assert not (tmp_path / "run" / "SST-2.tsv").exists()
+
+
 def test_predict_of_a_folder_that_is_no_run(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         predict_main([f"run={tmp_path}"])
