@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 from pathlib import Path
@@ -40,8 +41,24 @@ def dataloader_workers() -> int:
     return max(0, min(2, usable_cores() // max(1, torch.cuda.device_count()) - 1))
 
 
+def reset_peak_memory() -> None:
+    """Start a job's peak-memory count afresh: a launcher's worker process runs several jobs (joblib), and
+    the process's lifetime peak would give every job the peak of the biggest one before it. Linux resets the
+    resident-set high-water mark on writing 5 to /proc/self/clear_refs; elsewhere the lifetime peak stays."""
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
 def peak_memory_mb() -> float:
-    """Peak GPU memory allocated by tensors, or on CPU the process's peak resident set size."""
+    """Peak GPU memory allocated by tensors, or on CPU the process's peak resident set size since the last
+    ``reset_peak_memory`` (VmHWM; the lifetime peak where /proc is missing)."""
     if torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0:
         return round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    high_water_kb = next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))
+    return round(int(high_water_kb) / 1024, 1)

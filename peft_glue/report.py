@@ -35,6 +35,8 @@ DEFAULT_MONITOR = "accuracy"  # for results.json files written before task_info 
 UNKNOWN_ORDER = 100  # methods without method_info come after the ones that say where they go
 # Identity fields besides task and method that are shown as columns only where runs differ in them.
 SETTINGS = ["model", "batch_size", "max_epochs", "train_subset", "validation_size"]
+# What a configuration costs, shown as the mean over its seeds: results.json field -> (title, decimals).
+COST_COLUMNS = {"train_samples_per_second": ("train samples/s", 1), "peak_memory_mb": ("peak memory (MB)", 0)}
 LOSS_WINDOW = 10  # the training-loss curve averages this many logged steps (each the loss of one batch)
 
 
@@ -136,14 +138,22 @@ def load_runs(paths: Iterable[Path]) -> pd.DataFrame:
 
 
 def metric_columns(runs: pd.DataFrame) -> dict[str, str]:
-    """results.json field -> table column, for every validation metric the runs have: best, then last."""
+    """results.json field -> table column, for every validation metric the runs have: best, last, and the
+    test split's value (the best epoch's checkpoint scored once) where validation was carved from train."""
     names = [c.removeprefix("val.best.") for c in runs if c.startswith("val.best.")]
     columns = {}
     for name in (n for n in names if n not in NOT_METRICS):
         title = METRIC_TITLES.get(name, name)
         columns[f"val.best.{name}"] = f"{title} (best)"
         columns[f"val.last.{name}"] = f"{title} (last)"
+        columns[f"test.{name}"] = f"{title} (test)"
     return {column: title for column, title in columns.items() if column in runs}
+
+
+def cost_text(values: Iterable[Any], digits: int) -> str:
+    """The mean over seeds of a cost (throughput, memory), ``–`` when no run recorded it."""
+    series = pd.Series(list(values), dtype="float64").dropna()
+    return "–" if series.empty else f"{series.mean():,.{digits}f}"
 
 
 def declared_sweeps(runs: pd.DataFrame) -> dict[str, str]:
@@ -267,6 +277,7 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     for _, group in completed.groupby("_key", sort=False):
         row = {column: group[column].iloc[0] for column in identity_columns}
         row.update({metric: group[metric].tolist() for metric in metric_columns(runs)})
+        row.update({cost: group[cost].tolist() for cost in COST_COLUMNS if cost in group})
         row.update(seeds=group["seed"].tolist(), n=len(group))
         rows.append(row)
     return sort_order(pd.DataFrame(rows))
@@ -282,6 +293,9 @@ def config_table(configs: pd.DataFrame, columns: dict[str, str], settings: list[
     for metric, title in metric_columns(configs).items():
         if any(not is_missing(v) for values in configs[metric] for v in values):
             table[title] = configs[metric].map(mean_std)
+    for cost, (title, digits) in COST_COLUMNS.items():
+        if cost in configs:
+            table[title] = configs[cost].map(lambda values, d=digits: cost_text(values, d))
     return table
 
 
@@ -470,7 +484,9 @@ def header(runs: pd.DataFrame, tabled: pd.DataFrame, paths: Sequence[Path], sett
         "",
         "Validation metrics in %, as mean ± sample std over runs that differ only by seed, with n "
         "the number of runs. *best*: the epoch with the best value of the task's monitored metric "
-        f"({monitors(runs)}); *last*: the final epoch.",
+        f"({monitors(runs)}); *last*: the final epoch; *test*: the test split (GLUE dev when validation was "
+        "carved from train), scored once with the best epoch's checkpoint. Train samples/s and peak memory "
+        "(the process's peak resident memory, or the GPU's peak allocation): mean over the seeds.",
     ]
     shared = [
         f"{c}={fmt_value(tabled[c].iloc[0])}" for c in SETTINGS if c not in settings and not tabled.empty

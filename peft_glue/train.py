@@ -40,7 +40,7 @@ from peft_glue.distributed import (
 )
 from peft_glue.errors import UserError, exit_with
 from peft_glue.export import export_trained, per_split, write_submissions
-from peft_glue.hardware import peak_memory_mb
+from peft_glue.hardware import peak_memory_mb, reset_peak_memory
 from peft_glue.models import parameter_summary
 from peft_glue.module import GlueClassifier
 from peft_glue.resume import (
@@ -78,6 +78,7 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
         data_dir=cfg.data.data_dir,
     )
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    reset_peak_memory()  # this job's peak, not that of an earlier job in the same worker process
     if cfg.optimizer.lr <= 0:
         raise UserError(f"optimizer.lr must be > 0 (got {cfg.optimizer.lr}); e.g. optimizer.lr=1e-3")
     run_dir = record.folder

@@ -213,6 +213,16 @@ def test_submission_false_skips_the_test_set_prediction(tiny_bert, tiny_glue, tm
     assert not (tmp_path / "run" / "SST-2.tsv").exists()
 
 
+def test_peak_memory_is_the_jobs_own_not_an_earlier_jobs_in_the_same_process(tiny_bert, tiny_glue, tmp_path):
+    """A joblib worker runs job after job: each records its own peak, not the process's lifetime one."""
+    block = torch.ones(2**28, dtype=torch.float64)  # 2 GiB, touched: the process's peak rises by it
+    del block
+    _, record = trained(
+        ["method=bitfit", "task=sst2", *tiny_overrides(tiny_bert, tiny_glue)], tmp_path / "run"
+    )
+    assert 0 < record["peak_memory_mb"] < 2048
+
+
 def test_predict_of_a_folder_that_is_no_run(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         predict_main([f"run={tmp_path}"])

@@ -269,3 +269,25 @@ def test_cli_default_out_and_missing_path(sweep, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(empty)])
     assert "no results.json found" in capsys.readouterr().err
+
+
+def test_methods_table_shows_the_test_split_and_the_cost_of_each_configuration(tmp_path):
+    """With validation carved from train, the table carries the test split's value (GLUE dev, scored once)
+    and what each configuration cost: train samples/s and peak memory, the mean over its seeds."""
+    values = [(1, 0.70, 41.25, 1800.0), (2, 0.74, 38.75, 1900.0), (3, 0.78, 40.0, 2000.5)]
+    for seed, test_acc, speed, memory in values:
+        test = {"accuracy": test_acc, "f1": test_acc + 0.1, "acc_and_f1": test_acc + 0.05, "loss": 0.5}
+        write_run(tmp_path, f"lora_{seed}", seed=seed, test=test, train_samples_per_second=speed,
+                  peak_memory_mb=memory)  # fmt: skip
+    report = write_report([tmp_path], tmp_path / "report").read_text()
+    text = section(report, "Methods × tasks")
+    header = next(line for line in text.splitlines() if line.startswith("| "))
+    titles = [cell.strip() for cell in header.strip("| ").split(" | ")]
+    (row,) = table_rows(text)
+    cells = dict(zip(titles, row, strict=True))
+    accs = pd.Series([v[1] for v in values]) * 100
+    assert cells["acc (test)"] == f"{accs.mean():.1f} ± {accs.std():.1f} (n=3)"  # 74.0 ± 4.0
+    assert cells["F1 (test)"] == f"{accs.mean() + 10:.1f} ± {accs.std():.1f} (n=3)"
+    assert cells["acc (best)"] == "80.0 ± 0.0 (n=3)"  # validation is still there, apart
+    assert cells["train samples/s"] == "40.0" and cells["peak memory (MB)"] == "1,900"
+    assert "loss (test)" not in titles
