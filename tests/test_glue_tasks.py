@@ -342,25 +342,37 @@ def test_predict_input_of_mnli_mismatched_gives_the_runs_mismatched_predictions(
     assert written[0].read_text() == (run / "MNLI-mm.tsv").read_text()
 
 
-@pytest.mark.slow  # MiniLM, one epoch on real STS-B: minutes on 2 cores (`make test-slow`)
+def rte_majority_share() -> float:
+    """RTE dev accuracy of always answering its most frequent label (146 of 277 pairs: 52.7%)."""
+    dev = read_glue_tsv(SHARED_GLUE / "RTE" / "dev.tsv", RTE())
+    return max(np.bincount(dev["label"])) / len(dev)
+
+
+@pytest.mark.slow  # MiniLM, one epoch on real RTE / STS-B: about 2 minutes each on 2 cores (`make test-slow`)
 @needs_real_glue
-# RTE is not here: one epoch of MiniLM stays at or below RTE's dev majority class (52.7%) — measured
-# 2026-11-29: LoRA (query, lr 2e-3) 49.5%, full fine-tuning (lr 5e-5) 51.3% — so no floor above it holds yet.
-@pytest.mark.parametrize(("task", "metric", "floor"), [("stsb", "pearson", 0.0)])
-def test_minilm_learns_real_stsb_in_one_epoch(tmp_path, task, metric, floor):
-    """STS-B: a positive Pearson correlation on its dev set after one epoch."""
+@pytest.mark.parametrize(("task", "method", "lr", "batch_size", "metric"), [
+    # measured 2026-11-29 (bf16 and fp32 alike at seed 42: 57.0%; seeds 1, 2: 56.7%, 55.6%)
+    ("rte", "full", 5e-5, 8, "accuracy"),
+    ("stsb", "lora", 2e-3, 16, "pearson"),  # measured: Pearson 0.565
+])  # fmt: skip
+def test_minilm_learns_real_rte_and_stsb_in_one_epoch(tmp_path, task, method, lr, batch_size, metric):
+    """One epoch of MiniLM beats RTE's majority class on its dev set, and reaches a positive Pearson
+    correlation on STS-B's."""
     overrides = [
         f"task={task}",
         "model=minilm",
-        "method=lora",
-        "optimizer.lr=2e-3",
+        f"method={method}",
+        f"optimizer.lr={lr}",
+        f"data.batch_size={batch_size}",
         f"data.data_dir={SHARED_GLUE}",
         "trainer.max_epochs=1",
         "trainer.enable_progress_bar=false",
         "trainer.enable_checkpointing=false",
+        "submission=false",
     ]
-    record = RunRecord(tmp_path, task=task, method={"name": "lora"}, model="minilm", seed=42)
+    record = RunRecord(tmp_path, task=task, method={"name": method}, model="minilm", seed=42)
     train(compose_cfg(overrides, tmp_path), record)
     results = read_results(tmp_path)
     assert results["status"] == "completed", results.get("error")
+    floor = rte_majority_share() if task == "rte" else 0.0
     assert results["val"]["best"][metric] > floor
