@@ -567,19 +567,18 @@ def monitors(runs: pd.DataFrame) -> str:
 def hyperparameter_sweep_sections(
     runs: pd.DataFrame, configs: pd.DataFrame, settings: list[str], out: Path
 ) -> list[str]:
-    """One section per sweep that a method declares (``Method.sweeps``, e.g. LoRA's rank)."""
-    lines = []
+    """One section per sweep that a method declares (``Method.sweeps``, e.g. LoRA's rank) and the runs hold;
+    the declared sweeps they do not hold are named in one line."""
+    lines, absent = [], []
     for column, what in declared_sweeps(runs).items():
-        lines += ["", f"## {what} sweep", ""]
         name = column.removeprefix("method.")
         found = []
         if not configs.empty and column in configs:
             found = families(configs.dropna(subset=[column]), [column], column)
         if not found:
-            lines.append(
-                f"No {what} sweep here (needs completed runs that differ only in `{column}`); plot skipped."
-            )
+            absent.append(f"{what} (`{column}`)")
             continue
+        lines += ["", f"## {what} sweep", ""]
         sweep = pd.concat(found)
         columns = {"task": "task", column: name, "lr": "lr"}
         lines.append(markdown_table(config_table(sweep, columns, settings)))
@@ -592,6 +591,13 @@ def hyperparameter_sweep_sections(
                 "",
                 f"![{task}: {monitored(task_families[0])} and trainable parameters vs {name}]({path.name})",
             ]
+    if absent:
+        lines += [
+            "",
+            "## Method sweeps",
+            "",
+            f"None here of: {', '.join(absent)}; each needs completed runs that differ only in it.",
+        ]
     return lines
 
 

@@ -238,7 +238,7 @@ def test_dry_runs_alone_give_params_only_and_skip_every_plot(tmp_path):
     report = write_report([tmp_path], tmp_path / "report").read_text()
     assert list((tmp_path / "report").glob("*.png")) == []
     assert "No completed runs." in report
-    assert "plot skipped" in section(report, "LoRA rank sweep")
+    assert "None here of: LoRA rank (`method.r`)" in section(report, "Method sweeps")  # only dry runs
     assert "plot skipped" in section(report, "Learning-rate sweep")
     assert "plots skipped" in section(report, "Training curves")
     dry = table_rows(section(report, "Dry runs (parameter counts only, no training)"))
@@ -291,3 +291,9 @@ def test_methods_table_shows_the_test_split_and_the_cost_of_each_configuration(t
     assert cells["acc (best)"] == "80.0 ± 0.0 (n=3)"  # validation is still there, apart
     assert cells["train samples/s"] == "40.0" and cells["peak memory (MB)"] == "1,900"
     assert "loss (test)" not in titles
+
+
+def test_declared_sweeps_the_runs_do_not_hold_are_one_line_not_a_section_each(sweep):
+    report = write_report([sweep], sweep / "report").read_text()
+    assert "## LoRA rank sweep" not in report  # every LoRA run has r=8
+    assert "None here of: LoRA rank (`method.r`)" in section(report, "Method sweeps")
