@@ -342,10 +342,10 @@ def test_predict_input_of_mnli_mismatched_gives_the_runs_mismatched_predictions(
     assert written[0].read_text() == (run / "MNLI-mm.tsv").read_text()
 
 
-def rte_majority_share() -> float:
-    """RTE dev accuracy of always answering its most frequent label (146 of 277 pairs: 52.7%)."""
+def rte_majority() -> tuple[int, int]:
+    """RTE dev: how many pairs carry its most frequent label, and how many there are (146 of 277)."""
     dev = read_glue_tsv(SHARED_GLUE / "RTE" / "dev.tsv", RTE())
-    return max(np.bincount(dev["label"])) / len(dev)
+    return int(max(np.bincount(dev["label"]))), len(dev)
 
 
 @pytest.mark.slow  # MiniLM, one epoch on real RTE / STS-B: about 2 minutes each on 2 cores (`make test-slow`)
@@ -353,11 +353,11 @@ def rte_majority_share() -> float:
 @pytest.mark.parametrize(("task", "method", "lr", "batch_size", "metric"), [
     # measured 2026-11-29 (bf16 and fp32 alike at seed 42: 57.0%; seeds 1, 2: 56.7%, 55.6%)
     ("rte", "full", 5e-5, 8, "accuracy"),
-    ("stsb", "lora", 2e-3, 16, "pearson"),  # measured: Pearson 0.565
+    ("stsb", "lora", 2e-3, 16, "pearson"),  # measured: Pearson 0.565; the test asks for > 0.3
 ])  # fmt: skip
 def test_minilm_learns_real_rte_and_stsb_in_one_epoch(tmp_path, task, method, lr, batch_size, metric):
-    """One epoch of MiniLM beats RTE's majority class on its dev set, and reaches a positive Pearson
-    correlation on STS-B's."""
+    """One epoch of MiniLM beats RTE's majority class on its dev set (more pairs right than the 146 of 277
+    that always answering `entailment` gets), and a Pearson correlation above 0.3 on STS-B's."""
     overrides = [
         f"task={task}",
         "model=minilm",
@@ -374,5 +374,9 @@ def test_minilm_learns_real_rte_and_stsb_in_one_epoch(tmp_path, task, method, lr
     train(compose_cfg(overrides, tmp_path), record)
     results = read_results(tmp_path)
     assert results["status"] == "completed", results.get("error")
-    floor = rte_majority_share() if task == "rte" else 0.0
-    assert results["val"]["best"][metric] > floor
+    value = results["val"]["best"][metric]
+    if task == "rte":  # in counts: a float32 accuracy of exactly the majority share can exceed its float64
+        majority, pairs = rte_majority()
+        assert round(value * pairs) > majority
+    else:
+        assert value > 0.3
