@@ -19,7 +19,13 @@ import pandas as pd
 
 from peft_glue import report
 from peft_glue.rundir import COMPLETED
-from peft_glue.stats import CONFIDENCE, WILCOXON_MIN_PAIRS, paired_test, summarize
+from peft_glue.stats import (
+    CONFIDENCE,
+    WILCOXON_MIN_PAIRS,
+    false_discovery_adjusted,
+    paired_test,
+    summarize,
+)
 
 LR_FIELDS = ["lr", "method.lr"]
 
@@ -160,13 +166,14 @@ def comparison_section(runs: pd.DataFrame, out: Path) -> list[str]:
 
 
 def pairs_table(picked: list[dict], monitor: str, level: int) -> list[str]:
-    rows = []
+    rows, p_values = [], []
     for a, b in itertools.combinations(picked, 2):
         if a["context"] != b["context"]:
             continue  # other model, data or budget: not a paired comparison
         common = sorted(set(a["score"]) & set(b["score"]))
         left_out = (set(a["score"]) | set(b["score"])) - set(common)
         test = paired_test([a["score"][s] for s in common], [b["score"][s] for s in common])
+        p_values.append(test.p_t)
         rows.append(
             {
                 "A vs B": f"{a['label']} vs {b['label']}",
@@ -180,12 +187,15 @@ def pairs_table(picked: list[dict], monitor: str, level: int) -> list[str]:
         )
     if not rows:
         return []
+    for row, adjusted in zip(rows, false_discovery_adjusted(p_values), strict=True):
+        row["paired t p (BH)"] = p_value(adjusted)
     return [
         "",
         f"Paired over seeds (the same seed: same data order and initialisation of new weights): difference "
         f"of {monitor} in points, its {level}% interval, two-sided paired t-test, Wilcoxon signed-rank test "
         f"(from {WILCOXON_MIN_PAIRS} pairs) and Cohen's d of the paired differences. Seeds only one side "
-        "completed are left out and named.",
+        "completed are left out and named. *BH*: the t-test's p-value adjusted for testing every pair of "
+        "this table (Benjamini-Hochberg false discovery rate): with many pairs, read that column.",
         "",
         report.markdown_table(pd.DataFrame(rows)),
     ]

@@ -77,3 +77,14 @@ def paired_test(a: Sequence[float], b: Sequence[float], confidence: float = CONF
         n, mean_diff, float(low), float(high), float(result.statistic), float(result.pvalue), wilcoxon,
         mean_diff / sd,
     )  # fmt: skip
+
+
+def false_discovery_adjusted(p_values: Sequence[float | None]) -> list[float]:
+    """Benjamini-Hochberg adjusted p-values (scipy) over the finite ones of a family of tests, the pairs of
+    one table: many pairs tested at 0.05 each would find some differences by chance. NaN stays NaN."""
+    values = np.array([math.nan if p is None else p for p in p_values], dtype="float64")
+    finite = np.isfinite(values)
+    adjusted = values.copy()
+    if finite.any():
+        adjusted[finite] = stats.false_discovery_control(values[finite])
+    return adjusted.tolist()

@@ -18,7 +18,7 @@ from peft_glue.module import GlueClassifier
 from peft_glue.report import write_report
 from peft_glue.rundir import RunRecord
 from peft_glue.splits import carve_validation, validation_count
-from peft_glue.stats import paired_test, summarize
+from peft_glue.stats import false_discovery_adjusted, paired_test, summarize
 from peft_glue.tasks import MRPC, SST2
 from peft_glue.train import train
 
@@ -213,6 +213,15 @@ def test_paired_test_against_hand_computation():
     assert paired_test(a[:5], b[:5]).p_wilcoxon is None  # too few pairs for Wilcoxon
 
 
+def test_false_discovery_adjustment_against_hand_computation():
+    """Benjamini-Hochberg: sorted p_(i) times m/i, then the running minimum from the largest down."""
+    adjusted = false_discovery_adjusted([0.01, 0.04, 0.03, None, 0.2])
+    # m=4 finite: 0.01*4/1=0.04, 0.03*4/2=0.06 -> min with 0.04*4/3=0.0533, 0.2*4/4=0.2
+    assert adjusted[0] == pytest.approx(0.04) and adjusted[4] == pytest.approx(0.2)
+    assert adjusted[1] == pytest.approx(0.16 / 3) and adjusted[2] == pytest.approx(0.16 / 3)
+    assert math.isnan(adjusted[3])
+
+
 # ---------------------------------------------------------------------------------------------- the report
 def write_record(root: Path, name: str, method: str, lr: float, seed: int, val: float, test: float, **extra):
     folder = root / name
@@ -260,6 +269,7 @@ def test_report_picks_lr_on_validation_and_tests_pairs_with_a_missing_seed(tmp_p
     assert "77.2 ± 0.1" in rows["full"]
     pair = rows["full vs bitfit"]
     assert "2 (without 3)" in pair and "| 5.0 |" in pair
+    assert "| Cohen's d | paired t p (BH) |" in section  # adjusted over the table's pairs
     assert (tmp_path / "report" / "lr_selection_mrpc.png").is_file()
     assert "boom" in text  # the failed job is listed with its error
 
