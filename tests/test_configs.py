@@ -43,10 +43,14 @@ def test_every_experiment_composes_into_a_sweep(name):
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("config", overrides=[f"experiment={name}"], return_hydra_config=True)
     params = cfg.hydra.sweeper.params
-    if name == "peft_method_zoo":  # every named method on one task, the study's protocol otherwise
+    if name.startswith("peft_method_zoo"):  # every named method on one task, the study's protocol otherwise
         named = set(config_names("method")) - {"peft"}  # the generic wrapper is not a method of its own
         assert set(str(params.method).split(",")) == named and "seed" in params
         assert cfg.data.validation_size == 0.1 and cfg.hydra.runtime.choices.task == "mrpc"
+        assert cfg.submission is False  # a study scores GLUE dev; no test-set prediction per job
+        if name.endswith("_cpu"):  # the 2-core budget: 1,000 examples, 1 epoch, 3 seeds
+            assert cfg.data.train_subset == 1000 and cfg.trainer.max_epochs == 1
+            assert str(params.seed) == "1,2,3"
         return
     assert set(params) >= {"task", "seed"} and str(params.task) == "mrpc,sst2"
     assert cfg.hydra.sweep.dir.startswith(f"outputs/{name}/")
