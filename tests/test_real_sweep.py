@@ -76,11 +76,13 @@ def test_report_tables_hold_the_values_of_the_real_runs(sweep, tmp_path):
     def pct(value: float) -> str:
         return f"{100 * value:.1f} (n=1)"
 
-    # task | r | lr | trainable params | % of model | then best and last of each metric of the task
+    # task | r | lr | trainable params | % of model | best and last of each metric of the task | train
+    # samples/s | peak memory (MB)
     expected = [
         ["mrpc", str(r["method"]["r"]), "0.001", f"{r['trainable_params']:,}",
          f"{r['trainable_percent']:.4f}",
-         *(pct(r["val"][when][m]) for m in r["task_info"]["metrics"] for when in ("best", "last"))]
+         *(pct(r["val"][when][m]) for m in r["task_info"]["metrics"] for when in ("best", "last")),
+         f"{r['train_samples_per_second']:,.1f}", f"{r['peak_memory_mb']:,.0f}"]
         for r in runs if r["status"] == "completed"
     ]  # fmt: skip
     assert all(
