@@ -186,9 +186,10 @@ def card_text(results: dict, run_dir: Path, kind: str, folder: Path, repo_id: st
     task, title = str(results.get("task") or "glue"), task_title(results)
     method = dict(results.get("method") or {})
     method_name = method.pop("name", None) or "unknown"
-    base = str(results.get("model_name_or_path") or "the base model")
+    source = results.get("model_name_or_path")
+    base = str(source or "the base model")
     # the model's name: the Hub repository's, else <base model>-<task>-<method>
-    name = repo_id or f"{Path(base).name if base != 'the base model' else 'model'}-{task}-{method_name}"
+    name = repo_id or f"{Path(str(source)).name if source else 'model'}-{task}-{method_name}"
     meta = front_matter(results, kind, name.rsplit("/", 1)[-1])
     labels = (results.get("task_info") or {}).get("labels") or []
     regression = (results.get("task_info") or {}).get("regression")
