@@ -25,6 +25,7 @@ from transformers import PreTrainedTokenizerBase
 from peft_glue.card import card_text, export_folders, write_cards
 from peft_glue.errors import UserError, exit_with
 from peft_glue.methods import Method
+from peft_glue.run_settings import require_run, split_settings
 from peft_glue.rundir import (
     COMPLETED,
     MERGED_DIR,
@@ -210,17 +211,16 @@ def main(argv: list[str] | None = None) -> None:
         nargs="+",
         help="run=PATH, and optionally push_to_hub=USER/REPO, private=true, folder=merged",
     )
-    settings = {}
-    for setting in parser.parse_args(argv).settings:
-        key, sep, value = setting.partition("=")
-        key, value = (key, value) if sep else ("run", setting)
-        if key not in EXPORT_SETTINGS:
-            exit_with(
-                f"export takes no setting '{key}'; it accepts {', '.join(k + '=' for k in EXPORT_SETTINGS)}"
-            )
-        settings[key] = value
-    if "run" not in settings:
-        exit_with(f"run=PATH is missing; usage: {EXPORT_USAGE}")
+    settings, unknown = split_settings(parser.parse_args(argv).settings, EXPORT_SETTINGS)
+    if unknown:
+        key = unknown[0].partition("=")[0]
+        exit_with(
+            f"export takes no setting '{key}'; it accepts {', '.join(k + '=' for k in EXPORT_SETTINGS)}"
+        )
+    try:
+        require_run(settings, EXPORT_USAGE)
+    except UserError as error:
+        exit_with(str(error))
     private = settings.get("private", "false").lower()
     if private not in ("true", "false"):
         exit_with(f"private={settings['private']} is not valid: expected true or false, e.g. private=true")

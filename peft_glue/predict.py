@@ -33,6 +33,7 @@ from peft_glue.data import GlueDataModule
 from peft_glue.errors import UserError, exit_with
 from peft_glue.export import per_split, write_submission, write_submissions
 from peft_glue.module import GlueClassifier
+from peft_glue.run_settings import require_run, split_settings
 from peft_glue.rundir import SAVED_CONFIG
 from peft_glue.schema import (
     check_trainer_accepts,
@@ -72,15 +73,7 @@ def key_type(key: str) -> Any:
 def parse_settings(settings: list[str]) -> tuple[dict[str, str], dict[str, Any]]:
     """The command line: run=, input=, out= (a bare path is run=), and the config overrides, each checked
     (a known key, one value of its type); anything else is a UserError of one line."""
-    paths, dotlist = {}, []
-    for setting in settings:
-        key, sep, value = setting.partition("=")
-        if not sep:
-            paths["run"] = setting
-        elif key in PATH_SETTINGS:
-            paths[key] = value
-        else:
-            dotlist.append(setting)
+    paths, dotlist = split_settings(settings, PATH_SETTINGS)
     try:
         parsed = OverridesParser.create().parse_overrides(dotlist)
     except Exception as error:  # hydra's override grammar
@@ -99,8 +92,7 @@ def parse_settings(settings: list[str]) -> tuple[dict[str, str], dict[str, Any]]
         if key == "data.eval_batch_size" and value < 1:
             raise UserError(wrong_value(key, value, "a whole number >= 1", PREDICT_KEYS[key]))
         overrides[key] = value
-    if "run" not in paths:
-        raise UserError(f"run=PATH is missing; usage: {USAGE}")
+    require_run(paths, USAGE)
     return paths, overrides
 
 
