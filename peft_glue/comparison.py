@@ -79,7 +79,7 @@ def pick_learning_rates(configs: list[dict]) -> list[dict]:
         chosen["grid"] = [m["lr"] for m in members]
         chosen["curve"] = [(m["lr"], list(m["val"].values())) for m in members]
         picked.append(chosen)
-    return sorted(picked, key=lambda c: (c["context"], c["order"], str(c["label"])))
+    return sorted(picked, key=lambda c: (c["context"], c["order"], report.natural_order(c["label"])))
 
 
 def lr_text(config: dict) -> str:

@@ -54,8 +54,8 @@ def find_results(paths: Iterable[Path]) -> list[Path]:
     return list(found)
 
 
-def natural_order(path: Path) -> list[str | int]:
-    """Sort key that puts a sweep's job 2 before job 10."""
+def natural_order(path: str | Path) -> list[str | int]:
+    """Sort key that puts a sweep's job 2 before job 10, and a label "r=4" before "r=16"."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
 
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from peft_glue.comparison import pick_learning_rates
 from peft_glue.data import GlueDataModule, load_glue
 from peft_glue.models import load_tokenizer
 from peft_glue.module import GlueClassifier
@@ -272,6 +273,16 @@ def test_report_picks_lr_on_validation_and_tests_pairs_with_a_missing_seed(tmp_p
     assert "| Cohen's d | paired t p (BH) |" in section  # adjusted over the table's pairs
     assert (tmp_path / "report" / "lr_selection_mrpc.png").is_file()
     assert "boom" in text  # the failed job is listed with its error
+
+
+def test_picked_configurations_list_ranks_in_numeric_order():
+    """A rank sweep's rows and pairs read r=1, 4, 16 (as text, "r=16" came before "r=4")."""
+    configs = [
+        {"family": label, "context": "sst2", "order": 2, "label": label, "lr": 3e-3, "val": {1: 0.8}}
+        for label in ("lora r=16", "lora r=4", "lora r=1")
+    ]
+    picked = pick_learning_rates(configs)
+    assert [c["label"] for c in picked] == ["lora r=1", "lora r=4", "lora r=16"]
 
 
 def test_lr_comparison_gives_each_method_its_own_grid(tmp_path):
