@@ -20,8 +20,10 @@ import pandas as pd
 from peft_glue import report
 from peft_glue.rundir import COMPLETED
 from peft_glue.stats import (
+    ASO_ITERATIONS,
     CONFIDENCE,
     WILCOXON_MIN_PAIRS,
+    almost_stochastic_order,
     false_discovery_adjusted,
     paired_test,
     summarize,
@@ -111,7 +113,7 @@ def plot_selection(task: str, picked: list[dict], monitor: str, path: Path) -> P
     return report.save(fig, path)
 
 
-def comparison_section(runs: pd.DataFrame, out: Path) -> list[str]:
+def comparison_section(runs: pd.DataFrame, out: Path, aso_iterations: int = ASO_ITERATIONS) -> list[str]:
     lines = ["", "## Comparisons: learning rate picked on validation, test at that rate", ""]
     done = runs[runs["status"] == COMPLETED]
     if done.empty:
@@ -161,19 +163,27 @@ def comparison_section(runs: pd.DataFrame, out: Path) -> list[str]:
                 "",
                 f"![{task}: validation {monitor} vs learning rate, picked rate starred]({path.name})",
             ]
-        lines += pairs_table(picked, monitor, level)
+        lines += pairs_table(picked, monitor, level, aso_iterations)
     return lines
 
 
-def pairs_table(picked: list[dict], monitor: str, level: int) -> list[str]:
-    rows, p_values = [], []
-    for a, b in itertools.combinations(picked, 2):
-        if a["context"] != b["context"]:
-            continue  # other model, data or budget: not a paired comparison
+def pairs_table(picked: list[dict], monitor: str, level: int, aso_iterations: int) -> list[str]:
+    # configurations with another model, data or budget are not compared
+    pairs = [(a, b) for a, b in itertools.combinations(picked, 2) if a["context"] == b["context"]]
+    rows, p_values, asos = [], [], []
+    for a, b in pairs:
         common = sorted(set(a["score"]) & set(b["score"]))
         left_out = (set(a["score"]) | set(b["score"])) - set(common)
-        test = paired_test([a["score"][s] for s in common], [b["score"][s] for s in common])
+        a_scores, b_scores = [a["score"][s] for s in common], [b["score"][s] for s in common]
+        test = paired_test(a_scores, b_scores)
         p_values.append(test.p_t)
+        if aso_iterations:  # each direction is its own claim: a high ε_min for A>B does not say B>A
+            asos.append(
+                [
+                    almost_stochastic_order(x, y, len(pairs), aso_iterations)
+                    for x, y in ((a_scores, b_scores), (b_scores, a_scores))
+                ]
+            )
         rows.append(
             {
                 "A vs B": f"{a['label']} vs {b['label']}",
@@ -189,13 +199,25 @@ def pairs_table(picked: list[dict], monitor: str, level: int) -> list[str]:
         return []
     for row, adjusted in zip(rows, false_discovery_adjusted(p_values), strict=True):
         row["paired t p (BH)"] = p_value(adjusted)
+    for row, directions in zip(rows, asos, strict=False):  # none when aso_iterations is 0
+        for name, eps in zip(("ASO ε A>B", "ASO ε B>A"), directions, strict=True):
+            row[name] = "–" if math.isnan(eps) else f"{eps:.2f}"
+    aso_note = (
+        f" *ASO ε*: deepsig's almost stochastic order (Dror et al. 2019; {aso_iterations} bootstrap "
+        "iterations, Bonferroni over the table's pairs), the ε_min of each direction: 0 means the first "
+        "one's scores dominate the second's, under 0.2 is its authors' threshold for calling it better, "
+        "0.5 or more claims nothing. It compares two distributions of a few seeds each: read it beside the "
+        "paired test, not alone."
+        if aso_iterations
+        else ""
+    )
     return [
         "",
         f"Paired over seeds (the same seed: same data order and initialisation of new weights): difference "
         f"of {monitor} in points, its {level}% interval, two-sided paired t-test, Wilcoxon signed-rank test "
         f"(from {WILCOXON_MIN_PAIRS} pairs) and Cohen's d of the paired differences. Seeds only one side "
         "completed are left out and named. *BH*: the t-test's p-value adjusted for testing every pair of "
-        "this table (Benjamini-Hochberg false discovery rate): with many pairs, read that column.",
+        "this table (Benjamini-Hochberg false discovery rate): with many pairs, read that column." + aso_note,
         "",
         report.markdown_table(pd.DataFrame(rows)),
     ]

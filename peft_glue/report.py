@@ -1,6 +1,6 @@
 """Gather the results.json of runs and sweeps into results.csv, a Markdown report and plots.
 
-    python -m peft_glue.report outputs/method_comparison outputs/lora_rank [--out DIR]
+    python -m peft_glue.report outputs/method_comparison outputs/lora_rank [--out DIR] [--aso-iterations N]
 
 Runs that differ only by seed form one configuration, reported as mean ± std (n=K). Failed, unfinished
 and dry runs are listed too, so that a missing number is never a silent gap in a table.
@@ -27,6 +27,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from peft_glue.errors import UserError, exit_with  # noqa: E402
 from peft_glue.rundir import COMPLETED, DRY_RUN, FAILED, METRICS_FILE, RESULTS_FILE, RUNNING, STATUSES  # noqa: E402
+from peft_glue.stats import ASO_ITERATIONS  # noqa: E402
 
 # Short column titles of known metrics (any other metric is titled by its name); all are shown in %.
 METRIC_TITLES = {"accuracy": "acc", "f1": "F1"}
@@ -441,8 +442,9 @@ def save(fig: plt.Figure, path: Path) -> Path:
 # ---------------------------------------------------------------------------------------------- report
 
 
-def write_report(paths: Sequence[Path], out: Path) -> Path:
-    """Write results.csv, report.md and the plots into ``out``; return the report's path."""
+def write_report(paths: Sequence[Path], out: Path, aso_iterations: int = ASO_ITERATIONS) -> Path:
+    """Write results.csv, report.md and the plots into ``out``; return the report's path.
+    ``aso_iterations`` 0 leaves out the almost-stochastic-order column (1.5 s a pair of methods)."""
     from peft_glue.comparison import comparison_section  # it builds on this module's helpers
 
     runs = load_runs(paths)
@@ -463,7 +465,7 @@ def write_report(paths: Sequence[Path], out: Path) -> Path:
     lines += glue_section(runs)
     lines += hyperparameter_sweep_sections(runs, configs, settings, out)
     lines += lr_sweep_section(configs, settings, out)
-    lines += comparison_section(runs, out)
+    lines += comparison_section(runs, out, aso_iterations)
     lines += curves_section(runs, out)
     lines += dry_run_section(runs, settings)
     lines += problems_section(runs, paths)
@@ -706,21 +708,38 @@ def relative(path: Path, roots: Sequence[Path]) -> str:
 
 
 def run_folders_cli(
-    argv: Sequence[str] | None, prog: str, doc: str, out_name: str, write: Callable[[list[Path], Path], Path]
+    argv: Sequence[str] | None,
+    prog: str,
+    doc: str,
+    out_name: str,
+    write: Callable[..., Path],
+    options: dict[str, dict[str, Any]] | None = None,
 ) -> Path:
-    """The command line shared by report and analyze: PATH... [--out DIR], one-line errors."""
+    """The command line shared by report and analyze: PATH... [--out DIR] and the command's own ``options``
+    (flag -> argparse settings, passed to ``write`` by name), one-line errors."""
     parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
     parser.add_argument("paths", nargs="+", type=Path, help="run or multirun folders (searched recursively)")
     parser.add_argument("--out", type=Path, help=f"output folder (default: <first PATH>/{out_name})")
-    args = parser.parse_args(argv)
+    for flag, settings in (options or {}).items():
+        parser.add_argument(flag, **settings)
+    args = vars(parser.parse_args(argv))
+    paths, out = args.pop("paths"), args.pop("out")
     try:
-        return write(args.paths, args.out or args.paths[0] / out_name)
+        return write(paths, out or paths[0] / out_name, **args)
     except UserError as error:
         exit_with(str(error))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    report = run_folders_cli(argv, "python -m peft_glue.report", __doc__, "report", write_report)
+    aso = {
+        "type": int,
+        "default": ASO_ITERATIONS,
+        "help": "bootstrap iterations of the almost-stochastic-order test per pair of methods "
+        f"(default {ASO_ITERATIONS}, about 1.5 s a pair; 0 leaves the test out)",
+    }
+    report = run_folders_cli(
+        argv, "python -m peft_glue.report", __doc__, "report", write_report, {"--aso-iterations": aso}
+    )
     print(f"wrote {report}, results.csv and plots in {report.parent}")
 
 

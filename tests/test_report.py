@@ -259,6 +259,9 @@ def test_mean_std_and_markdown_cells():
 def test_cli_default_out_and_missing_path(sweep, tmp_path, capsys):
     main([str(sweep)])
     assert (sweep / "report" / "report.md").is_file() and (sweep / "report" / "results.csv").is_file()
+    assert "| ASO ε A>B | ASO ε B>A |" in (sweep / "report" / "report.md").read_text()
+    main([str(sweep), "--out", str(tmp_path / "quick"), "--aso-iterations", "0"])  # the test left out
+    assert "ASO" not in (tmp_path / "quick" / "report.md").read_text()
     # a second report must not pick up anything from the first one's folder
     assert len(load_runs([sweep])) == 8
     with pytest.raises(SystemExit) as exit_info:

@@ -19,7 +19,7 @@ from peft_glue.module import GlueClassifier
 from peft_glue.report import write_report
 from peft_glue.rundir import RunRecord
 from peft_glue.splits import carve_validation, validation_count
-from peft_glue.stats import false_discovery_adjusted, paired_test, summarize
+from peft_glue.stats import almost_stochastic_order, false_discovery_adjusted, paired_test, summarize
 from peft_glue.tasks import MRPC, SST2
 from peft_glue.train import train
 
@@ -238,6 +238,18 @@ def write_record(root: Path, name: str, method: str, lr: float, seed: int, val: 
     (folder / "results.json").write_text(json.dumps(record))
 
 
+def test_almost_stochastic_order_is_zero_for_dominance_and_one_against_it():
+    """Every score of ``high`` above every score of ``low``: its quantile function lies above everywhere, the
+    violation ratio is 0 and so is deepsig's ε_min; the other way round it is 1 (less the bound's margin).
+    Interleaved scores let neither direction pass the 0.2 threshold."""
+    high, low = [0.84, 0.86, 0.85, 0.87, 0.83], [0.80, 0.79, 0.81, 0.78, 0.82]
+    assert almost_stochastic_order(high, low) == 0.0
+    assert almost_stochastic_order(low, high) > 0.99  # 1 less the bootstrap's lower-bound margin
+    mixed = [0.80, 0.88, 0.79, 0.89, 0.84]  # wider: below high's scores at the bottom, above at the top
+    assert almost_stochastic_order(mixed, high) > 0.2 and almost_stochastic_order(high, mixed) > 0.2
+    assert math.isnan(almost_stochastic_order([0.8], low))  # one score is no distribution
+
+
 def test_report_picks_lr_on_validation_and_tests_pairs_with_a_missing_seed(tmp_path):
     root = tmp_path / "sweep"
     job = 0
@@ -270,7 +282,8 @@ def test_report_picks_lr_on_validation_and_tests_pairs_with_a_missing_seed(tmp_p
     assert "77.2 ± 0.1" in rows["full"]
     pair = rows["full vs bitfit"]
     assert "2 (without 3)" in pair and "| 5.0 |" in pair
-    assert "| Cohen's d | paired t p (BH) |" in section  # adjusted over the table's pairs
+    assert "| Cohen's d | paired t p (BH) | ASO ε A>B | ASO ε B>A |" in section  # BH over the table's pairs
+    assert pair.endswith("| 0.00 | 1.00 |")  # full's 77.1, 77.2 lie above bitfit's 72.1, 72.2
     assert (tmp_path / "report" / "lr_selection_mrpc.png").is_file()
     assert "boom" in text  # the failed job is listed with its error
 
