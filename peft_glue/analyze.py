@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -328,7 +329,10 @@ def write_analysis(paths: Sequence[Path], out: Path) -> Path:
         f"{len(runs)} LoRA runs: "
         + ", ".join(
             f"{task} ({model}) r={r}: {n}"
-            for (task, model, r), n in sorted(_count(runs).items(), key=lambda item: str(item[0]))
+            for (task, model, r), n in sorted(
+                Counter((run.task, run.model, run.r) for run in runs).items(),
+                key=lambda item: (str(item[0][0]), str(item[0][1]), item[0][2]),  # r=4 before r=16
+            )
         )
         + ".",
         "",
@@ -372,14 +376,6 @@ def write_analysis(paths: Sequence[Path], out: Path) -> Path:
     analysis = out / "analysis.md"
     analysis.write_text("\n".join(lines) + "\n")
     return analysis
-
-
-def _count(runs: list[LoraRun]) -> dict[tuple[str, str, int], int]:
-    counts: dict[tuple[str, str, int], int] = {}
-    for run in runs:
-        key = (run.task, run.model, run.r)
-        counts[key] = counts.get(key, 0) + 1
-    return counts
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -146,6 +146,13 @@ def test_analysis_tables_heatmaps_and_reading(lora_sweep, tmp_path):
     assert not (out / "seed_mrpc_tiny_r1.png").exists()  # 1 x 1: the table says it all
 
 
+def test_run_counts_list_ranks_in_numeric_order(tmp_path):
+    write_lora_run(tmp_path, "r16", r=16, seed=1, layers=[basis(*range(16))])
+    write_lora_run(tmp_path, "r4", r=4, seed=1, layers=[basis(0, 1, 2, 3)])
+    text = write_analysis([tmp_path], tmp_path / "analysis").read_text()
+    assert "2 LoRA runs: mrpc (tiny) r=4: 1, mrpc (tiny) r=16: 1." in text
+
+
 def test_runs_are_matched_by_task(tmp_path):
     write_lora_run(tmp_path, "mrpc_r4", r=4, seed=1, layers=[basis(0, 1, 2, 3)])
     write_lora_run(tmp_path, "sst2_r1", r=1, seed=1, layers=[basis(0)], task="sst2")
