@@ -17,12 +17,14 @@ TASKS = {task.name: task for task in (CoLA, SST2, MRPC, STSB, QQP, MNLI, QNLI, R
 LORA = {"name": "lora", "lr": 1e-3, "r": 8}
 
 
-def write_run(root: Path, name: str, task: str, seed: int, best: dict, files: bool = True) -> Path:
+def write_run(
+    root: Path, name: str, task: str, seed: int, best: dict, files: bool = True, lr: float = 1e-3
+) -> Path:
     """A completed run folder as peft_glue.train leaves it, with its submission files."""
     info = TASKS[task]().info()
     record = {
         "status": "completed", "task": task, "method": LORA, "model": "minilm", "seed": seed,
-        "task_info": info, "optimizer": {"lr": 1e-3}, "batch_size": 16, "max_epochs": 3,
+        "task_info": info, "optimizer": {"lr": lr}, "batch_size": 16, "max_epochs": 3,
         "train_subset": None, "val": {"best": {"epoch": 1, **best}, "last": {"epoch": 2, **best}},
     }  # fmt: skip
     folder = root / name
@@ -80,6 +82,21 @@ def test_glue_table_averages_tasks_as_glue_does(tmp_path):
     assert cells["STS-B"].strip() == f"{np.mean(stsb):.1f} ± {np.std(stsb, ddof=1):.1f} (n=2)"
     mm = [100 * scores("mnli", s)["accuracy_mm"] for s in (1, 2)]
     assert cells["MNLI-mm"].strip() == f"{np.mean(mm):.1f} ± {np.std(mm, ddof=1):.1f} (n=2)"
+
+
+def test_glue_table_takes_each_task_at_its_picked_rate_not_a_pool_of_rates(tmp_path):
+    """An lr sweep: SST-2 at 1e-3 (validation 80, 82) and at 1e-2 (50, 52, a collapse). The column shows the
+    picked rate's runs only, as the comparison section does; RTE, run at one rate, is unaffected."""
+    for seed in (1, 2):
+        for lr, acc in ((1e-3, 0.78 + 0.02 * seed), (1e-2, 0.48 + 0.02 * seed)):
+            write_run(tmp_path / "sweep", f"sst2_{lr}_{seed}", "sst2", seed, {"accuracy": acc}, lr=lr)
+        write_run(tmp_path / "sweep", f"rte_{seed}", "rte", seed, {"accuracy": 0.5 + 0.1 * seed})
+    report = write_report([tmp_path / "sweep"], tmp_path / "report").read_text()
+    glue = report[report.index("## GLUE") :].split("\n## ")[0]
+    header, _, row = [line for line in glue.splitlines() if line.startswith("|")]
+    cells = dict(zip(header.strip("|").split(" | "), row.strip("|").split(" | "), strict=True))
+    assert cells["SST-2"].strip() == f"81.0 ± {100 * np.std([0.80, 0.82], ddof=1):.1f} (n=2)"
+    assert cells["RTE"].strip() == f"65.0 ± {100 * np.std([0.6, 0.7], ddof=1):.1f} (n=2)"
 
 
 def test_glue_average_needs_every_task(tmp_path):
