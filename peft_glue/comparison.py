@@ -199,9 +199,10 @@ def pairs_table(picked: list[dict], monitor: str, level: int, aso_iterations: in
         return []
     for row, adjusted in zip(rows, false_discovery_adjusted(p_values), strict=True):
         row["paired t p (BH)"] = p_value(adjusted)
-    for row, directions in zip(rows, asos, strict=False):  # none when aso_iterations is 0
-        for name, eps in zip(("ASO ε A>B", "ASO ε B>A"), directions, strict=True):
-            row[name] = "–" if math.isnan(eps) else f"{eps:.2f}"
+    if aso_iterations:
+        for row, directions in zip(rows, asos, strict=True):
+            for name, eps in zip(("ASO ε A>B", "ASO ε B>A"), directions, strict=True):
+                row[name] = "–" if math.isnan(eps) else f"{eps:.2f}"
     aso_note = (
         f" *ASO ε*: deepsig's almost stochastic order (Dror et al. 2019; {aso_iterations} bootstrap "
         "iterations, Bonferroni over the table's pairs), the ε_min of each direction: 0 means the first "

@@ -563,13 +563,18 @@ def glue_section(runs: pd.DataFrame) -> list[str]:
 
 
 def at_picked_rate(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per task, the runs at the learning rate with the best mean (over seeds) validation value of the
-    task's monitor, the comparison section's pick: a rate sweep's 1e-2 collapse is not averaged in."""
+    """Per task, the runs at the learning rate the comparison section picks (best mean validation value of
+    the task's monitor over seeds; one rule for both tables): a rate sweep's 1e-2 collapse is not averaged
+    in. ``runs`` hold one configuration but for task and rate."""
+    from peft_glue.comparison import configurations, pick_learning_rates  # it builds on this module
+
     kept = []
     for _, task_runs in runs.groupby("task", sort=False):
-        values = pd.to_numeric(task_runs[f"val.best.{monitored(task_runs)}"], errors="coerce")
-        means = values.groupby(task_runs["lr"]).mean().dropna()
-        kept.append(task_runs[task_runs["lr"] == means.idxmax()] if len(means) > 1 else task_runs)
+        if task_runs["lr"].nunique() > 1:
+            val_col = f"val.best.{monitored(task_runs)}"
+            (picked,) = pick_learning_rates(configurations(task_runs, val_col, val_col))
+            task_runs = task_runs[task_runs["lr"] == picked["lr"]]
+        kept.append(task_runs)
     return pd.concat(kept)
 
 
