@@ -12,12 +12,12 @@ from omegaconf import DictConfig
 
 from benchmarks.hydra_config import Hyperparameters, compose_config, override_value
 from benchmarks.options import add_training_options
-from peft_glue.components import assemble
-from peft_glue.cpu_dropout import use_cpu_dropout
-from peft_glue.data import GlueDataModule
-from peft_glue.models import load_tokenizer
-from peft_glue.module import GlueClassifier
-from peft_glue.tasks import GlueTask
+from peft_glue.training.components import assemble
+from peft_glue.training.cpu_dropout import use_cpu_dropout
+from peft_glue.training.data import GlueDataModule
+from peft_glue.training.models import load_tokenizer
+from peft_glue.training.module import GlueClassifier
+from peft_glue.training.tasks import GlueTask
 
 
 def step_parser(doc: str, steps: int) -> argparse.ArgumentParser:

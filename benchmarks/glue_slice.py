@@ -15,9 +15,9 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from peft_glue.data import GlueDataModule
-from peft_glue.models import load_tokenizer
-from peft_glue.tasks import GlueTask
+from peft_glue.training.data import GlueDataModule
+from peft_glue.training.models import load_tokenizer
+from peft_glue.training.tasks import GlueTask
 
 
 @dataclass

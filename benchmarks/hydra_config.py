@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from peft_glue.config import CONFIG_DIR, register_resolvers
+from peft_glue.training.config import CONFIG_DIR, register_resolvers
 
 
 def config_options(group: str) -> list[str]:

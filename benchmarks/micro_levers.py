@@ -7,7 +7,7 @@ After cpu_dropout, a third of a step is still outside the matrix multiplies (ben
 Each check here times one idea for that third on the shapes of a MiniLM step (batch 32, 12 heads of 32,
 hidden 384, SST-2 ~15 and MRPC ~55 tokens), forward and backward, median of many calls in one process:
 
-  attention  peft_glue.cpu_dropout's attention vs one that folds the 1/sqrt(d) scale and the padding mask
+  attention  training.cpu_dropout's attention vs one that folds the 1/sqrt(d) scale and the padding mask
              into the QK^T matmul (baddbmm), saving two passes over the scores forward and backward
   dropout    fast_dropout (x * float mask) vs the mask applied with masked_fill or torch.where
   matmul     a Linear's x @ W^T (what nn.Linear runs) vs x @ a pre-transposed copy of W, in GFLOP/s
@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 import torch
 
-from peft_glue.cpu_dropout import fast_dropout, lane_mask, lane_thresholds, sdpa_with_cpu_dropout
+from peft_glue.training.cpu_dropout import fast_dropout, lane_mask, lane_thresholds, sdpa_with_cpu_dropout
 
 HEADS, HEAD_DIM, HIDDEN, BATCH, P = 12, 32, 384, 32, 0.1
 

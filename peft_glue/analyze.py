@@ -28,8 +28,8 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from peft_glue.errors import UserError  # noqa: E402
-from peft_glue.report import run_folders_cli  # noqa: E402
-from peft_glue.rundir import ADAPTER_DIR, RESULTS_FILE  # noqa: E402
+from peft_glue.record import ADAPTER_DIR, RESULTS_FILE  # noqa: E402
+from peft_glue.results.cli import run_folders_cli  # noqa: E402
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"

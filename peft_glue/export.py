@@ -22,11 +22,8 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from peft_glue.card import card_text, export_folders, write_cards
 from peft_glue.errors import UserError, exit_with
-from peft_glue.methods import Method
-from peft_glue.run_settings import require_run, split_settings
-from peft_glue.rundir import (
+from peft_glue.record import (
     COMPLETED,
     MERGED_DIR,
     MODEL_DIR,
@@ -35,7 +32,10 @@ from peft_glue.rundir import (
     write_atomic,
     write_folder_atomic,
 )
-from peft_glue.tasks import GlueTask
+from peft_glue.results.card import card_text, export_folders, write_cards
+from peft_glue.training.methods import Method
+from peft_glue.training.run_settings import require_run, split_settings
+from peft_glue.training.tasks import GlueTask
 
 
 def export_trained(
@@ -102,7 +102,7 @@ def run_labels(run_dir: Path, results: dict) -> dict[int, str] | None:
     if (run_dir / SAVED_CONFIG).is_file():
         from omegaconf import OmegaConf
 
-        from peft_glue.config import build
+        from peft_glue.training.config import build
 
         return build(OmegaConf.load(run_dir / SAVED_CONFIG).task).id2label
     return None

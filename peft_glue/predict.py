@@ -27,15 +27,15 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
-from peft_glue.components import assemble
-from peft_glue.config import register_resolvers
-from peft_glue.data import GlueDataModule
 from peft_glue.errors import UserError, exit_with
 from peft_glue.export import per_split, write_submission, write_submissions
-from peft_glue.module import GlueClassifier
-from peft_glue.run_settings import require_run, split_settings
-from peft_glue.rundir import SAVED_CONFIG
-from peft_glue.schema import (
+from peft_glue.record import SAVED_CONFIG
+from peft_glue.training.components import assemble
+from peft_glue.training.config import register_resolvers
+from peft_glue.training.data import GlueDataModule
+from peft_glue.training.module import GlueClassifier
+from peft_glue.training.run_settings import require_run, split_settings
+from peft_glue.training.schema import (
     check_trainer_accepts,
     describe,
     matches,

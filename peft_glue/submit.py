@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from peft_glue.errors import UserError, exit_with
-from peft_glue.rundir import COMPLETED, RESULTS_FILE, read_results, write_atomic
+from peft_glue.record import COMPLETED, RESULTS_FILE, read_results, write_atomic
 
 # The complete set the GLUE server accepts: file -> the task whose run writes it
 GLUE_SUBMISSION = {

@@ -24,26 +24,28 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, TQDMProgressBar
 
-from peft_glue.callbacks import TrainThroughput
-from peft_glue.card import write_cards
-from peft_glue.components import assemble
-from peft_glue.config import check_command_line, register_resolvers
-from peft_glue.config_paths import CONFIG_PATH
-from peft_glue.cpu_dropout import use_cpu_dropout
-from peft_glue.data import GlueDataModule
-from peft_glue.distributed import (
+from peft_glue.errors import UserError, exit_with
+from peft_glue.export import export_trained, per_split, write_submissions
+from peft_glue.record import COMPLETED, DRY_RUN, FAILED, RunRecord, read_results
+from peft_glue.results.card import write_cards
+from peft_glue.training.best_checkpoint import restore_best
+from peft_glue.training.callbacks import TrainThroughput
+from peft_glue.training.components import assemble
+from peft_glue.training.config import check_command_line, register_resolvers
+from peft_glue.training.config_paths import CONFIG_PATH
+from peft_glue.training.cpu_dropout import use_cpu_dropout
+from peft_glue.training.data import GlueDataModule
+from peft_glue.training.distributed import (
     check_strategy,
     gather_predictions,
     job_scope,
     launch_ranks_as_this_job,
     share_cores,
 )
-from peft_glue.errors import UserError, exit_with
-from peft_glue.export import export_trained, per_split, write_submissions
-from peft_glue.hardware import peak_memory_mb, reset_peak_memory
-from peft_glue.models import parameter_summary
-from peft_glue.module import GlueClassifier
-from peft_glue.resume import (
+from peft_glue.training.hardware import peak_memory_mb, reset_peak_memory
+from peft_glue.training.models import parameter_summary
+from peft_glue.training.module import GlueClassifier
+from peft_glue.training.resume import (
     RestoreRandomState,
     RunIdentity,
     check_checkpoint,
@@ -51,10 +53,8 @@ from peft_glue.resume import (
     expand_resume,
     resume_source,
 )
-from peft_glue.rundir import COMPLETED, DRY_RUN, FAILED, RunRecord, read_results
-from peft_glue.selection import restore_best
-from peft_glue.splits import split_summary
-from peft_glue.tracking import log_run
+from peft_glue.training.splits import split_summary
+from peft_glue.training.tracking import log_run
 
 log = logging.getLogger("peft_glue")
 

@@ -20,7 +20,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, open_dict  # noqa: E402
 
-from peft_glue.config import CONFIG_DIR, register_resolvers  # noqa: E402
+from peft_glue.training.config import CONFIG_DIR, register_resolvers  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_GLUE = REPO.parent / "shared" / "data" / "glue"

@@ -17,13 +17,13 @@ from peft import PeftModel
 from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
 
 from peft_glue.errors import UserError
-from peft_glue.methods import LoRA, apply_bitfit
-from peft_glue.module import GlueClassifier
 from peft_glue.predict import main as predict_main
-from peft_glue.report import read_metrics
-from peft_glue.rundir import RunRecord, write_atomic, write_folder_atomic
-from peft_glue.tasks import MRPC
+from peft_glue.record import RunRecord, write_atomic, write_folder_atomic
+from peft_glue.results.runs import read_metrics
 from peft_glue.train import train
+from peft_glue.training.methods import LoRA, apply_bitfit
+from peft_glue.training.module import GlueClassifier
+from peft_glue.training.tasks import MRPC
 
 from .conftest import compose_cfg, run_cli, tiny_overrides, write_tiny_glue
 

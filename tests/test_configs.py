@@ -10,8 +10,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from peft_glue import distributed
-from peft_glue.config import CONFIG_DIR, register_resolvers
+from peft_glue.training import distributed
+from peft_glue.training.config import CONFIG_DIR, register_resolvers
 
 from .conftest import SHARED_GLUE, run_cli, shared_glue
 

@@ -9,9 +9,15 @@ import torch
 from torch import nn
 from transformers import BertConfig, BertForSequenceClassification
 
-from peft_glue import cpu_dropout
-from peft_glue.cpu_dropout import ATTENTION, CpuDropout, fast_dropout, lane_thresholds, use_cpu_dropout
-from peft_glue.methods import LoRA
+from peft_glue.training import cpu_dropout
+from peft_glue.training.cpu_dropout import (
+    ATTENTION,
+    CpuDropout,
+    fast_dropout,
+    lane_thresholds,
+    use_cpu_dropout,
+)
+from peft_glue.training.methods import LoRA
 
 RESOLUTION = 2**-15  # the documented resolution of the keep probability (module docstring)
 
@@ -146,7 +152,7 @@ def test_importing_changes_nothing_until_use_cpu_dropout_is_called():
     process: other tests here have called it already)."""
     code = (
         "from transformers import AttentionInterface\n"
-        "import peft_glue.cpu_dropout as cpu_dropout\n"
+        "import peft_glue.training.cpu_dropout as cpu_dropout\n"
         "assert cpu_dropout.ATTENTION not in AttentionInterface._global_mapping\n"
         "from transformers import BertConfig, BertForSequenceClassification\n"
         "config = BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,\n"

@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch.utils.data import BatchSampler
 
-from peft_glue import hardware
-from peft_glue.data import GlueDataModule, load_glue, read_glue_tsv
 from peft_glue.errors import UserError
-from peft_glue.models import load_tokenizer
-from peft_glue.samplers import LengthGroupedSampler, SortedBatchSampler
-from peft_glue.tasks import MRPC, SST2
+from peft_glue.training import hardware
+from peft_glue.training.data import GlueDataModule, load_glue, read_glue_tsv
+from peft_glue.training.models import load_tokenizer
+from peft_glue.training.samplers import LengthGroupedSampler, SortedBatchSampler
+from peft_glue.training.tasks import MRPC, SST2
 
 from .conftest import BOM, SHARED_GLUE, shared_glue, write_tiny_glue
 
@@ -120,7 +120,7 @@ def test_tokenization_is_cached_and_batches_are_padded_dynamically(tiny_bert, tm
         datamodule.setup()
         return datamodule
 
-    with caplog.at_level("INFO", logger="peft_glue.data"):
+    with caplog.at_level("INFO", logger="peft_glue.training.data"):
         setup()
         assert "tokenization cache miss" in caplog.text
         caplog.clear()

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from peft_glue.config import check_command_line
 from peft_glue.errors import UserError
-from peft_glue.rundir import RunRecord
+from peft_glue.record import RunRecord
 from peft_glue.train import train
+from peft_glue.training.config import check_command_line
 
 from .conftest import compose_cfg, run_cli, tiny_overrides
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from peft_glue.module import GlueClassifier
-from peft_glue.report import read_metrics
-from peft_glue.rundir import RunRecord
+from peft_glue.record import RunRecord
+from peft_glue.results.runs import read_metrics
 from peft_glue.train import train
+from peft_glue.training.module import GlueClassifier
 
 from .conftest import compose_cfg, tiny_overrides
 

@@ -16,11 +16,11 @@ import pytest
 import yaml
 from transformers import AutoModelForSequenceClassification
 
-from peft_glue.card import write_cards
-from peft_glue.components import assemble
 from peft_glue.export import export
 from peft_glue.export import main as export_main
 from peft_glue.predict import main as predict_main
+from peft_glue.results.card import write_cards
+from peft_glue.training.components import assemble
 
 from .conftest import FILLER, NEGATIVE, POSITIVE, compose_cfg, run_cli
 

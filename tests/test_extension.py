@@ -12,11 +12,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel
 
-from peft_glue.methods import Method
+from peft_glue.record import RunRecord, read_results
 from peft_glue.report import write_report
-from peft_glue.rundir import RunRecord, read_results
-from peft_glue.tasks import GlueTask
 from peft_glue.train import train
+from peft_glue.training.methods import Method
+from peft_glue.training.tasks import GlueTask
 
 from .conftest import FILLER, NEGATIVE, POSITIVE, compose_cfg
 

@@ -11,7 +11,7 @@ import pytest
 
 from peft_glue.report import write_report
 from peft_glue.submit import GLUE_SUBMISSION, main
-from peft_glue.tasks import MNLI, MRPC, QNLI, QQP, RTE, SST2, STSB, WNLI, CoLA
+from peft_glue.training.tasks import MNLI, MRPC, QNLI, QQP, RTE, SST2, STSB, WNLI, CoLA
 
 TASKS = {task.name: task for task in (CoLA, SST2, MRPC, STSB, QQP, MNLI, QNLI, RTE, WNLI)}
 LORA = {"name": "lora", "lr": 1e-3, "r": 8}

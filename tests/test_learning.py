@@ -10,8 +10,8 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from peft_glue.report import read_metrics
-from peft_glue.rundir import RunRecord
+from peft_glue.record import RunRecord
+from peft_glue.results.runs import read_metrics
 from peft_glue.train import train
 
 from .conftest import BOM, FILLER, NEGATIVE, POSITIVE, compose_cfg, tiny_overrides

@@ -6,10 +6,10 @@ import pytest
 from omegaconf import OmegaConf
 from transformers import BertConfig, BertForSequenceClassification
 
-from peft_glue.config import CONFIG_DIR
 from peft_glue.errors import UserError
-from peft_glue.methods import BitFit, Full, LoRA
-from peft_glue.models import parameter_summary
+from peft_glue.training.config import CONFIG_DIR
+from peft_glue.training.methods import BitFit, Full, LoRA
+from peft_glue.training.models import parameter_summary
 
 
 @pytest.fixture(scope="module")

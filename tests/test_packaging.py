@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_module
 
-from peft_glue.config import check_command_line
-from peft_glue.config_paths import CONFIG_DIR, CONFIG_PATH, config_folders, user_searchpath
+from peft_glue.training.config import check_command_line
+from peft_glue.training.config_paths import CONFIG_DIR, CONFIG_PATH, config_folders, user_searchpath
 from tests.conftest import REPO, run_cli, tiny_overrides
 
 COMMANDS = {
@@ -39,7 +39,7 @@ def test_installed_package_holds_the_configs():
     with initialize_config_module("peft_glue.conf", version_base="1.3"):
         cfg = compose("config", overrides=["logger=[csv,wandb,mlflow]", "method=bitfit"])
     assert set(cfg.logger) == {"csv", "wandb", "mlflow"}
-    assert cfg.method._target_ == "peft_glue.methods.BitFit"
+    assert cfg.method._target_ == "peft_glue.training.methods.BitFit"
 
 
 def test_console_commands_are_declared():
@@ -123,7 +123,7 @@ def test_ddp_ranks_get_the_users_config_folders(user_conf, tmp_path):
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict, read_write
 
-    from peft_glue import distributed
+    from peft_glue.training import distributed
     from tests.conftest import compose_cfg
 
     cfg = compose_cfg(["method=lora"], tmp_path / "run")

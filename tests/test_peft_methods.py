@@ -13,22 +13,22 @@ from omegaconf import OmegaConf
 from peft import PeftModel
 from transformers import AutoModelForSequenceClassification
 
-from peft_glue.config import CONFIG_DIR, build
-from peft_glue.data import GlueDataModule
 from peft_glue.errors import UserError
-from peft_glue.methods import AdaLoRA, LoraPlus, Peft, accept_past_key_values
-from peft_glue.models import load_tokenizer, parameter_summary
-from peft_glue.module import GlueClassifier
-from peft_glue.rundir import RunRecord
-from peft_glue.tasks import MRPC
+from peft_glue.record import RunRecord
 from peft_glue.train import train
+from peft_glue.training.config import CONFIG_DIR, build
+from peft_glue.training.data import GlueDataModule
+from peft_glue.training.methods import AdaLoRA, LoraPlus, Peft, accept_past_key_values
+from peft_glue.training.models import load_tokenizer, parameter_summary
+from peft_glue.training.module import GlueClassifier
+from peft_glue.training.tasks import MRPC
 
 from .conftest import compose_cfg, tiny_overrides
 
 PEFT_METHODS = sorted(
     path.stem
     for path in CONFIG_DIR.glob("method/*.yaml")
-    if "peft_glue.methods.Peft" in path.read_text() or path.stem not in ("full", "bitfit", "lora")
+    if "peft_glue.training.methods.Peft" in path.read_text() or path.stem not in ("full", "bitfit", "lora")
 )
 PROMPT_LEARNING = {"prompt_tuning", "p_tuning", "prefix_tuning"}
 
@@ -168,7 +168,7 @@ def test_unknown_config_argument_lists_the_valid_ones():
 
 @pytest.mark.parametrize("target_modules", [["query", "value"], r".*\.(query|value)$", "all-linear"])
 def test_target_modules_take_a_list_a_regex_and_all_linear(target_modules, tiny_bert):
-    from peft_glue.methods import LoRA
+    from peft_glue.training.methods import LoRA
 
     for method in (
         LoRA(lr=1e-3, target_modules=target_modules),

@@ -127,7 +127,7 @@ def test_an_unexpected_exception_mid_training_fails_its_job_only(tiny_bert, tiny
     """Not a UserError (a bug, a library error): the generic branch records it with its type, the sweep goes
     on, and the multirun exits non-zero listing it. In-process, so that the failure can be planted."""
     from peft_glue import train as train_module
-    from peft_glue.module import GlueClassifier
+    from peft_glue.training.module import GlueClassifier
 
     original = GlueClassifier.training_step
 

@@ -8,9 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from peft_glue.methods import BitFit, Full, LoRA
-from peft_glue.report import load_runs, main, markdown_table, mean_std, read_metrics, write_report
-from peft_glue.tasks import MRPC, SST2
+from peft_glue.report import main, write_report
+from peft_glue.results.formatting import markdown_table, mean_std
+from peft_glue.results.runs import load_runs, read_metrics
+from peft_glue.training.methods import BitFit, Full, LoRA
+from peft_glue.training.tasks import MRPC, SST2
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TASKS = {task.name: task for task in (MRPC, SST2)}

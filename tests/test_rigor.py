@@ -12,16 +12,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from peft_glue.comparison import pick_learning_rates
-from peft_glue.data import GlueDataModule, load_glue
-from peft_glue.models import load_tokenizer
-from peft_glue.module import GlueClassifier
+from peft_glue.record import RunRecord
 from peft_glue.report import write_report
-from peft_glue.rundir import RunRecord
-from peft_glue.splits import carve_validation, validation_count
-from peft_glue.stats import almost_stochastic_order, false_discovery_adjusted, paired_test, summarize
-from peft_glue.tasks import MRPC, SST2
+from peft_glue.results.comparison import pick_learning_rates
+from peft_glue.results.stats import almost_stochastic_order, false_discovery_adjusted, paired_test, summarize
 from peft_glue.train import train
+from peft_glue.training.data import GlueDataModule, load_glue
+from peft_glue.training.models import load_tokenizer
+from peft_glue.training.module import GlueClassifier
+from peft_glue.training.splits import carve_validation, validation_count
+from peft_glue.training.tasks import MRPC, SST2
 
 from .conftest import compose_cfg, tiny_overrides, write_tiny_glue
 

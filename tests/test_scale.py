@@ -12,19 +12,19 @@ import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
-from peft_glue import distributed
-from peft_glue.config import check_command_line
 from peft_glue.errors import UserError
-from peft_glue.report import read_metrics
-from peft_glue.rundir import RunRecord
-from peft_glue.samplers import (
+from peft_glue.record import RunRecord
+from peft_glue.results.runs import read_metrics
+from peft_glue.train import train
+from peft_glue.training import distributed
+from peft_glue.training.config import check_command_line
+from peft_glue.training.samplers import (
     EpochPosition,
     GroupedBatches,
     LengthGroupedSampler,
     SortedBatchSampler,
     deal_batches,
 )
-from peft_glue.train import train
 
 from .conftest import compose_cfg, run_cli, tiny_overrides
 

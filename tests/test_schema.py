@@ -8,8 +8,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from peft_glue.config import CONFIG_DIR, check_command_line, group_options, register_resolvers
-from peft_glue.schema import (
+from peft_glue.training.config import CONFIG_DIR, check_command_line, group_options, register_resolvers
+from peft_glue.training.schema import (
     dataclass_fields,
     instantiated_nodes,
     matches,

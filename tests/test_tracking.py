@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from peft_glue.tracking import final_metrics
+from peft_glue.training.tracking import final_metrics
 from tests.conftest import compose_cfg, run_cli, tiny_overrides
 
 
@@ -119,7 +119,7 @@ def test_wandb_offline_runs_in_each_job_folder_hold_config_and_final_metrics(tin
         # one W&B run per job, in the job's folder (not the first job's run reused)
         config, history = wandb_run(job)
         assert config["optimizer"]["lr"] == lr
-        assert config["method"]["_target_"] == "peft_glue.methods.LoRA"
+        assert config["method"]["_target_"] == "peft_glue.training.methods.LoRA"
         assert history["val/best/accuracy"] == results["val"]["best"]["accuracy"]
         assert history["val/last/f1"] == results["val"]["last"]["f1"]
         assert history["trainable_params"] == results["trainable_params"]
@@ -158,12 +158,12 @@ def test_mlflow_local_store_holds_params_and_final_metrics(tiny_bert, tiny_glue,
     assert metrics["trainable_params"] == results["trainable_params"]
     assert metrics["train_samples_per_second"] == results["train_samples_per_second"]
     assert float(params["optimizer/lr"]) == results["optimizer"]["lr"]
-    assert params["task/_target_"] == "peft_glue.tasks.SST2"
+    assert params["task/_target_"] == "peft_glue.training.tasks.SST2"
     assert "val/accuracy" in metrics  # what Lightning logs during training reaches MLflow too
 
 
 def test_hyperparameters_are_the_resolved_config_without_hydra(tmp_path):
-    from peft_glue.tracking import hyperparameters
+    from peft_glue.training.tracking import hyperparameters
 
     cfg = compose_cfg(["method=lora", "optimizer.lr=0.002"], tmp_path / "run")
     params = hyperparameters(cfg)  # composed in-process, the config still holds Hydra's own node

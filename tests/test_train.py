@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from torch import nn
 
-from peft_glue import components
-from peft_glue.module import GlueClassifier
-from peft_glue.rundir import RunRecord
+from peft_glue.record import RunRecord
 from peft_glue.train import train
+from peft_glue.training import components
+from peft_glue.training.module import GlueClassifier
 
 from .conftest import compose_cfg, run_cli, tiny_overrides
 

@@ -25,9 +25,14 @@ from torch.utils.data import DataLoader, DistributedSampler
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from peft_glue.errors import UserError
-from peft_glue.samplers import EpochPosition, GroupedBatches, LengthGroupedSampler, SortedBatchSampler
-from peft_glue.splits import carve_validation
-from peft_glue.tasks import UNLABELLED, GlueTask
+from peft_glue.training.samplers import (
+    EpochPosition,
+    GroupedBatches,
+    LengthGroupedSampler,
+    SortedBatchSampler,
+)
+from peft_glue.training.splits import carve_validation
+from peft_glue.training.tasks import UNLABELLED, GlueTask
 
 log = logging.getLogger(__name__)
 

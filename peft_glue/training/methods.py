@@ -27,10 +27,10 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
 from peft_glue.errors import UserError
-from peft_glue.rundir import ADAPTER_DIR, BITFIT_DIR, MODEL_DIR
+from peft_glue.record import ADAPTER_DIR, BITFIT_DIR, MODEL_DIR
 
 if TYPE_CHECKING:
-    from peft_glue.tasks import GlueTask
+    from peft_glue.training.tasks import GlueTask
 
 
 @dataclass
@@ -45,7 +45,7 @@ class Method:
 
     @classmethod
     def nested_schemas(cls, values: dict) -> dict[str, type]:
-        """Dataclasses that type the keys of a mapping field (``peft_glue.schema`` checks them): none."""
+        """Dataclasses typing the keys of a mapping field (``training.schema`` checks them): none."""
         return {}
 
     def hyperparameters(self) -> dict:

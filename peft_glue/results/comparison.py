@@ -1,5 +1,5 @@
 """The report's comparison section: learning rate picked on validation, test numbers at that rate only, 95%
-intervals and paired tests between methods (statistics: ``peft_glue.stats``).
+intervals and paired tests between methods (statistics: ``peft_glue.results.stats``).
 
 Per task, configurations that differ only in the learning rate form a family; its rate is the one with the
 best mean (over seeds) of the monitored metric at the best epoch on the validation split. Only the picked
@@ -17,9 +17,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from peft_glue import report
-from peft_glue.rundir import COMPLETED
-from peft_glue.stats import (
+from peft_glue.record import COMPLETED
+from peft_glue.results.formatting import fmt_value, markdown_table, mean_std
+from peft_glue.results.lr_selection import configurations, pick_learning_rates
+from peft_glue.results.plots import plot_selection
+from peft_glue.results.runs import monitored
+from peft_glue.results.stats import (
     ASO_ITERATIONS,
     CONFIDENCE,
     WILCOXON_MIN_PAIRS,
@@ -43,74 +46,14 @@ def p_value(value: float | None) -> str:
 
 
 def seeds_text(seeds) -> str:
-    return ", ".join(report.fmt_value(s) for s in sorted(seeds)) or "none"
-
-
-def configurations(done: pd.DataFrame, val_col: str, score_col: str) -> list[dict]:
-    """One entry per configuration of completed runs: its identity and its values seed by seed."""
-    found = []
-    for key, group in done.groupby("_key", sort=False):
-        first = group.iloc[0]
-        found.append(
-            {
-                "key": key,
-                "family": report.identity_key(first["_identity"], LR_FIELDS),
-                "context": report.identity_key(first["_identity"], ["method", *LR_FIELDS]),
-                "label": first["method_label"],
-                "order": first["method_order"],
-                "lr": first["lr"],
-                "first": first,
-                "val": dict(zip(group["seed"], group[val_col], strict=True)),
-                "score": dict(zip(group["seed"], group[score_col], strict=True)),
-            }
-        )
-    return found
-
-
-def pick_learning_rates(configs: list[dict]) -> list[dict]:
-    """Per family, the configuration whose learning rate has the best mean validation value; each picked
-    entry also gets the family's grid and its validation curve (lr -> values over seeds)."""
-    picked = []
-    for _, members in itertools.groupby(
-        sorted(configs, key=lambda c: c["family"]), key=lambda c: c["family"]
-    ):
-        members = sorted(members, key=lambda c: c["lr"])
-        means = [summarize(m["val"].values()).mean for m in members]
-        best = max(range(len(members)), key=lambda i: -math.inf if math.isnan(means[i]) else means[i])
-        chosen = dict(members[best])
-        chosen["grid"] = [m["lr"] for m in members]
-        chosen["curve"] = [(m["lr"], list(m["val"].values())) for m in members]
-        picked.append(chosen)
-    return sorted(picked, key=lambda c: (c["context"], c["order"], report.natural_order(c["label"])))
+    return ", ".join(fmt_value(s) for s in sorted(seeds)) or "none"
 
 
 def lr_text(config: dict) -> str:
     grid = config["grid"]
     if len(grid) == 1:
-        return f"{report.fmt_value(config['lr'])} (fixed)"
-    return f"**{report.fmt_value(config['lr'])}** of {', '.join(report.fmt_value(lr) for lr in grid)}"
-
-
-def plot_selection(task: str, picked: list[dict], monitor: str, path: Path) -> Path | None:
-    swept = [config for config in picked if len(config["grid"]) > 1]
-    if not swept:
-        return None
-    fig, ax = report.plt.subplots(figsize=(6, 4))
-    for i, config in enumerate(swept):
-        color = f"C{i % 10}"
-        lrs = [lr for lr, _ in config["curve"]]
-        summaries = [summarize(values) for _, values in config["curve"]]
-        means = [100 * s.mean for s in summaries]
-        errors = [0.0 if math.isnan(s.std) else 100 * s.std for s in summaries]
-        ax.errorbar(lrs, means, yerr=errors, marker="o", capsize=3, color=color, label=config["label"])
-        best = lrs.index(config["lr"])
-        ax.plot([config["lr"]], [means[best]], marker="*", markersize=16, color=color, ls="none")
-    ax.set_xscale("log")
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel(f"validation {monitor}, best epoch (%)")
-    ax.set_title(f"{task}: learning rate per method (mean ± std over seeds; ★ picked)")
-    ax.legend(fontsize="small")
-    return report.save(fig, path)
+        return f"{fmt_value(config['lr'])} (fixed)"
+    return f"**{fmt_value(config['lr'])}** of {', '.join(fmt_value(lr) for lr in grid)}"
 
 
 def comparison_section(runs: pd.DataFrame, out: Path, aso_iterations: int = ASO_ITERATIONS) -> list[str]:
@@ -121,7 +64,7 @@ def comparison_section(runs: pd.DataFrame, out: Path, aso_iterations: int = ASO_
     level = int(CONFIDENCE * 100)
     for task in sorted(done["task"].dropna().unique()):
         task_runs, task_done = runs[runs["task"] == task], done[done["task"] == task]
-        monitor = report.monitored(task_done)
+        monitor = monitored(task_done)
         val_col, test_col = f"val.best.{monitor}", f"test.{monitor}"
         on_test = test_col in task_done and task_done[test_col].notna().all()
         score_col = test_col if on_test else val_col
@@ -151,12 +94,12 @@ def comparison_section(runs: pd.DataFrame, out: Path, aso_iterations: int = ASO_
                     "lr": lr_text(config),
                     "n": scores.n,
                     "missing seeds": seeds_text(missing) if missing else "–",
-                    f"validation {monitor}": report.mean_std(config["val"].values()),
+                    f"validation {monitor}": mean_std(config["val"].values()),
                     monitor: f"{pct(scores.mean)} ± {pct(scores.std)}",
                     f"{level}% CI": f"[{pct(scores.low)}, {pct(scores.high)}]",
                 }
             )
-        lines.append(report.markdown_table(pd.DataFrame(rows)))
+        lines.append(markdown_table(pd.DataFrame(rows)))
         path = plot_selection(task, picked, monitor, out / f"lr_selection_{task}.png")
         if path is not None:
             lines += [
@@ -220,5 +163,5 @@ def pairs_table(picked: list[dict], monitor: str, level: int, aso_iterations: in
         "completed are left out and named. *BH*: the t-test's p-value adjusted for testing every pair of "
         "this table (Benjamini-Hochberg false discovery rate): with many pairs, read that column." + aso_note,
         "",
-        report.markdown_table(pd.DataFrame(rows)),
+        markdown_table(pd.DataFrame(rows)),
     ]

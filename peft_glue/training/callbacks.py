@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
-from peft_glue.rundir import FAILED, RESULTS_FILE
+from peft_glue.record import FAILED, RESULTS_FILE
 
 
 class TrainThroughput(pl.Callback):
@@ -60,7 +60,7 @@ class _AppendingWriter(ExperimentWriter):
     """Lightning's CSV writer deletes an existing metrics.csv (and warns on any non-empty folder, which a
     Hydra run folder always is). A resumed run appends to it instead, so the curves from before the
     interruption are kept; rows the killed attempt logged after its last checkpoint stay too, and readers
-    keep the last row of each step (``peft_glue.report.read_metrics``)."""
+    keep the last row of each step (``peft_glue.results.runs.read_metrics``)."""
 
     def _check_log_dir_exists(self) -> None:
         if self._fs.isfile(self.metrics_file_path):

@@ -18,7 +18,7 @@ import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict
 
 from peft_glue.errors import UserError
-from peft_glue.tasks import GlueTask
+from peft_glue.training.tasks import GlueTask
 
 STRATUM = "_stratum"  # temporary column: the class, or the score bin of a regression target
 SCORE_BINS = 5  # regression targets are stratified by quintiles of the score

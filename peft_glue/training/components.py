@@ -11,10 +11,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from peft_glue.config import build
-from peft_glue.methods import Method
-from peft_glue.models import load_model, load_tokenizer, name_labels
-from peft_glue.tasks import GlueTask
+from peft_glue.training.config import build
+from peft_glue.training.methods import Method
+from peft_glue.training.models import load_model, load_tokenizer, name_labels
+from peft_glue.training.tasks import GlueTask
 
 
 @dataclass

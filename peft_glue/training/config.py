@@ -16,11 +16,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ValidationError
 
-from peft_glue.config_paths import CONFIG_DIR, config_folders, user_searchpath
 from peft_glue.errors import UserError, exit_with
-from peft_glue.hardware import best_precision, dataloader_workers
-from peft_glue.models import package_model_path
-from peft_glue.schema import check_typed_groups, describe, register_schema, schema_field, wrong_value
+from peft_glue.training.config_paths import CONFIG_DIR, config_folders, user_searchpath
+from peft_glue.training.hardware import best_precision, dataloader_workers
+from peft_glue.training.models import package_model_path
+from peft_glue.training.schema import check_typed_groups, describe, register_schema, schema_field, wrong_value
 
 
 def grid_item(grid: Any, step: Any) -> Any:

@@ -12,10 +12,10 @@ from torch import nn
 from torchmetrics import MeanMetric
 from transformers import get_linear_schedule_with_warmup
 
-from peft_glue.data import MODEL_INPUTS
 from peft_glue.errors import UserError
-from peft_glue.methods import Method
-from peft_glue.tasks import GlueTask, split_suffix
+from peft_glue.training.data import MODEL_INPUTS
+from peft_glue.training.methods import Method
+from peft_glue.training.tasks import GlueTask, split_suffix
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight")  # as transformers.Trainer: no decay on these
 

@@ -22,9 +22,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_original_cwd
 from pytorch_lightning.strategies.launchers import subprocess_script
 
-from peft_glue.config_paths import searchpath_arguments
 from peft_glue.errors import UserError
-from peft_glue.hardware import usable_cores
+from peft_glue.training.config_paths import searchpath_arguments
+from peft_glue.training.hardware import usable_cores
 
 
 def rank_command(local_rank: int) -> tuple[Sequence[str], str]:

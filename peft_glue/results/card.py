@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from peft_glue.rundir import (
+from peft_glue.record import (
     ADAPTER_DIR,
     BITFIT_DIR,
     MERGED_DIR,
@@ -167,7 +167,7 @@ def how_to_load(kind: str, where: str, base: str, labels: list[str]) -> str:
         )
         return (
             "from transformers import AutoModelForSequenceClassification\n\n"
-            "from peft_glue.methods import apply_bitfit  # pip install peft_glue\n\n"
+            "from peft_glue.training.methods import apply_bitfit  # pip install peft_glue\n\n"
             f"{download}model = apply_bitfit({base_model}, folder)  # bitfit.safetensors: biases and head"
         )
     return (

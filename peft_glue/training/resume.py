@@ -24,7 +24,7 @@ from hydra._internal.utils import get_args_parser
 from omegaconf import OmegaConf
 
 from peft_glue.errors import UserError, exit_with
-from peft_glue.rundir import (
+from peft_glue.record import (
     CHECKPOINT_DIR,
     LAST_CHECKPOINT,
     MULTIRUN_FILE,

@@ -1,0 +1,195 @@
+"""Reading runs: every results.json below some folders, one row per run with its configuration identity.
+
+The results wing's only door to run folders; it reads the typed run record (``peft_glue.record``)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from peft_glue.errors import UserError
+from peft_glue.record import METRICS_FILE, RESULTS_FILE
+from peft_glue.results.formatting import METRIC_TITLES, distinct, fmt_value, natural_order
+
+NOT_METRICS = ("epoch", "step")  # also in a val_history entry
+
+
+DEFAULT_MONITOR = "accuracy"  # for results.json files written before task_info existed
+
+
+UNKNOWN_ORDER = 100  # methods without method_info come after the ones that say where they go
+
+
+SETTINGS = ["model", "batch_size", "max_epochs", "train_subset", "validation_size"]
+
+
+def find_results(paths: Iterable[Path]) -> list[Path]:
+    """Every results.json at or below the given run or multirun folders, each once."""
+    found: dict[Path, None] = {}
+    for path in map(Path, paths):
+        if not path.exists():
+            raise UserError(f"{path} does not exist; give run or multirun folders (e.g. outputs/multirun)")
+        files = [path] if path.is_file() else sorted(path.rglob(RESULTS_FILE), key=natural_order)
+        found.update(dict.fromkeys(file.resolve() for file in files))
+    return list(found)
+
+
+def flatten(record: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts become dotted columns; lists become JSON text so that a CSV cell holds them."""
+    flat: dict[str, Any] = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        elif isinstance(value, list):
+            flat[f"{prefix}{key}"] = json.dumps(value)
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def identity(record: dict) -> dict[str, Any]:
+    """What makes two runs the same configuration: every identity field of results.json except the seed.
+
+    A failed run may lack ``optimizer``; its learning rate is then the method's default, as in the config.
+    """
+    method = dict(record.get("method") or {})
+    return {
+        "task": record.get("task"),
+        "model": record.get("model"),
+        "method": method,
+        "lr": (record.get("optimizer") or {}).get("lr", method.get("lr")),
+        "batch_size": record.get("batch_size"),
+        "max_epochs": record.get("max_epochs"),
+        "train_subset": record.get("train_subset"),
+        "validation_size": record.get("validation_size"),  # carved from train (None: GLUE dev validated)
+    }
+
+
+def identity_key(ident: dict[str, Any], without: Sequence[str] = ()) -> str:
+    """``ident`` as canonical JSON, leaving out the dotted fields in ``without`` (the swept ones)."""
+    ident = json.loads(json.dumps(ident, default=str))  # a deep copy
+    for dotted in without:
+        *parents, leaf = dotted.split(".")
+        node = ident
+        for parent in parents:
+            node = node.get(parent) or {}
+        node.pop(leaf, None)
+    return json.dumps(ident, sort_keys=True)
+
+
+def load_runs(paths: Iterable[Path]) -> pd.DataFrame:
+    """One row per run found below ``paths``: the flattened results.json plus its folder and config id."""
+    rows = []
+    for file in find_results(paths):
+        try:
+            record = json.loads(file.read_text())
+        except (OSError, json.JSONDecodeError) as error:  # listed as a failed run, not dropped
+            record = {"status": "unreadable", "error": f"cannot read {file.name}: {error}"}
+        history = record.pop("val_history", None)
+        ident = identity(record)
+        key = identity_key(ident)
+        rows.append(
+            {
+                "run_dir": str(file.parent),
+                "config": hashlib.sha1(key.encode()).hexdigest()[:8],
+                **flatten(record),
+                "lr": ident["lr"],
+                "val_epochs": len(history) if isinstance(history, list) else None,
+                "_identity": ident,
+                "_key": key,
+            }
+        )
+    if not rows:
+        raise UserError(f"no {RESULTS_FILE} found below {', '.join(map(str, paths))}")
+    runs = pd.DataFrame(rows)
+    for column in ["status", "task", "model", "seed", "method.name", "error", *SETTINGS]:
+        if column not in runs:
+            runs[column] = None
+    runs["monitor"] = runs.get("task_info.monitor", pd.Series(None, index=runs.index)).fillna(DEFAULT_MONITOR)
+    runs["method_order"] = runs.get("method_info.order", pd.Series(None, index=runs.index))
+    runs["method_order"] = runs["method_order"].fillna(UNKNOWN_ORDER)
+    runs["method_label"] = method_labels(runs)
+    return runs
+
+
+def metric_columns(runs: pd.DataFrame) -> dict[str, str]:
+    """results.json field -> table column, for every validation metric the runs have: best, last, and the
+    test split's value (the best epoch's checkpoint scored once) where validation was carved from train."""
+    names = [c.removeprefix("val.best.") for c in runs if c.startswith("val.best.")]
+    columns = {}
+    for name in (n for n in names if n not in NOT_METRICS):
+        title = METRIC_TITLES.get(name, name)
+        columns[f"val.best.{name}"] = f"{title} (best)"
+        columns[f"val.last.{name}"] = f"{title} (last)"
+        columns[f"test.{name}"] = f"{title} (test)"
+    return {column: title for column, title in columns.items() if column in runs}
+
+
+def declared_sweeps(runs: pd.DataFrame) -> dict[str, str]:
+    """``method.<hyperparameter>`` -> what it is, for every sweep a method of these runs declares."""
+    sweeps: dict[str, str] = {}
+    for column in (c for c in runs if c.startswith("method_info.sweeps.")):
+        for description in runs[column].dropna().unique():
+            sweeps[f"method.{column.removeprefix('method_info.sweeps.')}"] = str(description)
+    return sweeps
+
+
+def method_labels(runs: pd.DataFrame) -> list[str]:
+    """``lora r=4``: the method's name plus the hyperparameters (other than lr) in which its runs differ."""
+    varying: dict[str, list[str]] = {}
+    for name, group in runs.groupby("method.name", dropna=False):
+        columns = [c for c in group if c.startswith("method.") and c not in ("method.name", "method.lr")]
+        varying[name] = [c for c in columns if distinct(group[c]) > 1]
+    labels = []
+    for _, run in runs.iterrows():
+        name = run["method.name"]
+        parts = [
+            f"{column.removeprefix('method.')}={fmt_value(run[column])}" for column in varying.get(name, [])
+        ]
+        labels.append(" ".join([str(name), *parts]))
+    return labels
+
+
+def shared_method_settings(runs: pd.DataFrame) -> dict[str, str]:
+    """Per method, the hyperparameters (besides lr) that all its runs share, for the report's header."""
+    shared = {}
+    for name, group in runs.groupby("method.name"):
+        columns = [c for c in group if c.startswith("method.") and c not in ("method.name", "method.lr")]
+        same = [c for c in columns if group[c].notna().any() and distinct(group[c]) == 1]
+        if same:
+            shared[name] = ", ".join(
+                f"{c.removeprefix('method.')}={fmt_value(group[c].iloc[0])}" for c in same
+            )
+    return shared
+
+
+def monitored(configs: pd.DataFrame) -> str:
+    """The metric that picks the best epoch of these configurations (those of one task)."""
+    return str(configs["monitor"].iloc[0])
+
+
+def monitors(runs: pd.DataFrame) -> str:
+    """Which metric picks the best epoch, per task: ``mrpc: accuracy, stsb: pearson``."""
+    pairs = runs.dropna(subset=["task"]).groupby("task")["monitor"].first()
+    return ", ".join(f"{task}: {monitor}" for task, monitor in pairs.items()) or DEFAULT_MONITOR
+
+
+def read_metrics(run_dir: Path) -> pd.DataFrame | None:
+    file = run_dir / METRICS_FILE
+    if not file.is_file():
+        return None
+    try:
+        metrics = pd.read_csv(file)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, OSError):
+        return None
+    if "step" not in metrics:
+        return metrics
+    # A resumed run appends to metrics.csv and logs again the steps its killed attempt had logged after the
+    # last checkpoint: of rows with the same step and the same metrics, the last one stands.
+    logged = metrics.notna().apply(lambda row: "|".join(row.index[row]), axis=1)
+    return metrics[~pd.DataFrame({"step": metrics["step"], "logged": logged}).duplicated(keep="last")]
