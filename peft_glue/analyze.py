@@ -24,12 +24,15 @@ matplotlib.use("Agg")  # headless: no display on training machines
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
-from safetensors.torch import load_file  # noqa: E402
+from safetensors.numpy import load_file  # noqa: E402
 
 from peft_glue.errors import UserError  # noqa: E402
-from peft_glue.record import ADAPTER_DIR, RESULTS_FILE  # noqa: E402
+from peft_glue.record import ADAPTER_DIR, RESULTS_FILE, read_results  # noqa: E402
 from peft_glue.results.cli import run_folders_cli  # noqa: E402
+from peft_glue.results.formatting import markdown_table  # noqa: E402
+from peft_glue.results.runs import existing_paths  # noqa: E402
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -96,7 +99,7 @@ def load_lora_a(weights: Path) -> dict[str, np.ndarray]:
     for key, tensor in load_file(str(weights)).items():
         match = LORA_A.match(key)
         if match:
-            matrices[module_label(match["module"])] = tensor.double().numpy()
+            matrices[module_label(match["module"])] = tensor.astype(np.float64)
     return dict(sorted(matrices.items(), key=lambda item: module_order(item[0])))
 
 
@@ -104,20 +107,17 @@ def find_lora_runs(paths: Iterable[Path]) -> tuple[list[LoraRun], list[str]]:
     """Runs with a saved adapter below ``paths``, and a note for each adapter that could not be used."""
     runs, skipped = [], []
     seen: set[Path] = set()
-    for path in map(Path, paths):
-        if not path.exists():
-            raise UserError(f"{path} does not exist; give run or multirun folders (e.g. outputs/lora_rank)")
+    for path in existing_paths(paths):
         for weights in sorted(path.rglob(ADAPTER_WEIGHTS)):
             # a run's final adapter is <run>/adapter/; copies elsewhere (e.g. in checkpoints) are not runs
             if weights.parent.name != ADAPTER_DIR or weights.resolve() in seen:
                 continue
             seen.add(weights.resolve())
             run_dir = weights.parent.parent
-            results = run_dir / RESULTS_FILE
-            if not results.is_file():
+            results = read_results(run_dir)
+            if results is None:
                 skipped.append(f"{weights}: no {RESULTS_FILE} in {run_dir}, so task and seed are unknown")
                 continue
-            record = json.loads(results.read_text())
             a = load_lora_a(weights)
             if not a:
                 skipped.append(f"{weights}: no lora_A weights")
@@ -128,16 +128,7 @@ def find_lora_runs(paths: Iterable[Path]) -> tuple[list[LoraRun], list[str]]:
             if len(ranks) != 1 or (r is not None and r not in ranks):
                 skipped.append(f"{weights}: A matrices of ranks {sorted(ranks)} (adapter_config r={r})")
                 continue
-            runs.append(
-                LoraRun(
-                    run_dir,
-                    str(record.get("task")),
-                    str(record.get("model")),
-                    record.get("seed"),
-                    ranks.pop(),
-                    a,
-                )
-            )
+            runs.append(LoraRun(run_dir, str(results.task), str(results.model), results.seed, ranks.pop(), a))
     return runs, skipped
 
 
@@ -145,7 +136,7 @@ def find_lora_runs(paths: Iterable[Path]) -> tuple[list[LoraRun], list[str]]:
 
 
 @dataclass
-class Comparison:
+class SubspaceComparison:
     """φ grids of one kind of pair (e.g. r=4 vs r=16 on MRPC), averaged over all such pairs of runs."""
 
     kind: str  # "rank" or "seed"
@@ -165,7 +156,7 @@ class Comparison:
         return [m for m in self.grids if m != MEAN]
 
 
-def compare(kind: str, pairs: list[tuple[LoraRun, LoraRun]]) -> Comparison | None:
+def compare(kind: str, pairs: list[tuple[LoraRun, LoraRun]]) -> SubspaceComparison | None:
     """Average φ grids over ``pairs``, per module present in both runs, and over modules."""
     per_module: dict[str, list[np.ndarray]] = {}
     for first, second in pairs:
@@ -178,10 +169,12 @@ def compare(kind: str, pairs: list[tuple[LoraRun, LoraRun]]) -> Comparison | Non
     grids[MEAN] = np.mean(list(grids.values()), axis=0)
     first = pairs[0][0]
     d = next(iter(first.a.values())).shape[1]
-    return Comparison(kind, first.task, first.model, pairs[0][0].r, pairs[0][1].r, len(pairs), d, grids)
+    return SubspaceComparison(
+        kind, first.task, first.model, pairs[0][0].r, pairs[0][1].r, len(pairs), d, grids
+    )
 
 
-def comparisons(runs: list[LoraRun]) -> list[Comparison]:
+def comparisons(runs: list[LoraRun]) -> list[SubspaceComparison]:
     """Rank pairs: each smaller r vs the largest r, same seed. Seed pairs: same r, different seeds."""
     found = []
     by_task: dict[tuple[str, str], list[LoraRun]] = {}
@@ -209,13 +202,13 @@ def comparisons(runs: list[LoraRun]) -> list[Comparison]:
 # ---------------------------------------------------------------------------------------------- output
 
 
-def panels(comparison: Comparison) -> list[str]:
+def panels(comparison: SubspaceComparison) -> list[str]:
     """The first and last adapted module (by layer) and the mean over modules."""
     modules = comparison.modules
     return list(dict.fromkeys([modules[0], modules[-1], MEAN]))
 
 
-def plot_comparison(comparison: Comparison, path: Path) -> Path:
+def plot_comparison(comparison: SubspaceComparison, path: Path) -> Path:
     names = panels(comparison)
     size = (4.2 * len(names), 3.8)
     fig, axes = plt.subplots(1, len(names), figsize=size, squeeze=False, layout="constrained")
@@ -239,15 +232,7 @@ def plot_comparison(comparison: Comparison, path: Path) -> Path:
     return path
 
 
-def table(rows: list[list[str]], header: list[str]) -> list[str]:
-    return [
-        "| " + " | ".join(header) + " |",
-        "| " + " | ".join("---" for _ in header) + " |",
-        *("| " + " | ".join(row) + " |" for row in rows),
-    ]
-
-
-def rank_rows(found: list[Comparison]) -> list[list[str]]:
+def rank_rows(found: list[SubspaceComparison]) -> list[list[str]]:
     rows = []
     for c in found:
         first, last = c.modules[0], c.modules[-1]
@@ -259,7 +244,7 @@ def rank_rows(found: list[Comparison]) -> list[list[str]]:
     return rows
 
 
-def seed_rows(found: list[Comparison]) -> list[list[str]]:
+def seed_rows(found: list[SubspaceComparison]) -> list[list[str]]:
     rows = []
     for c in found:
         first, last = c.modules[0], c.modules[-1]
@@ -280,7 +265,7 @@ def level(value: float, chance: float) -> str:
     return f"{value / chance:.1f}x the random-subspace level"
 
 
-def reading(found: list[Comparison]) -> str:
+def reading(found: list[SubspaceComparison]) -> str:
     """One auto-generated paragraph: the numbers the LoRA paper's section 7.2 argues from."""
     sentences = []
     for c in found:
@@ -346,7 +331,7 @@ def write_analysis(paths: Sequence[Path], out: Path) -> Path:
     if rank:
         header = ["task", "model", "r (i)", "r (j)", "pairs", "φ(1,1) first", "φ(1,1) last", "φ(1,1) mean",
                   "φ(1,r) mean", "random φ(1,r)", "mean φ over i,j"]  # fmt: skip
-        lines += table(rank_rows(rank), header)
+        lines.append(markdown_table(pd.DataFrame(rank_rows(rank), columns=header)))
         for c in rank:
             path = plot_comparison(c, out / f"rank_{c.task}_{c.model}_r{c.r1}_vs_r{c.r2}.png")
             lines += ["", f"![{c.task}: r={c.r1} vs r={c.r2}]({path.name})"]
@@ -356,7 +341,7 @@ def write_analysis(paths: Sequence[Path], out: Path) -> Path:
     if seed:
         header = ["task", "model", "r", "pairs", "φ(1,1) first", "φ(1,1) last", "φ(1,1) mean", "φ(r,r) mean",
                   "random φ(r,r)", "mean φ over i,j"]  # fmt: skip
-        lines += table(seed_rows(seed), header)
+        lines.append(markdown_table(pd.DataFrame(seed_rows(seed), columns=header)))
         for c in seed:
             if c.r1 > 1:  # a 1 x 1 heatmap says no more than the table
                 path = plot_comparison(c, out / f"seed_{c.task}_{c.model}_r{c.r1}.png")

@@ -1,8 +1,6 @@
-"""What a trained run exports: its weights in the method's format (and merged, on request) and the GLUE
-submission file of its predictions. Every file is written atomically (``rundir.write_*_atomic``).
-
-As a command, for a finished run's export folder(s): rewrite the model card (README.md) and the label names
-(id2label/label2id of each config.json), and push one folder to the Hugging Face Hub:
+"""For a finished run's export folder(s): rewrite the model card (README.md) and the label names
+(id2label/label2id of each config.json), and push one folder to the Hugging Face Hub. (What training writes
+there: ``peft_glue.training.artifacts``.)
 
     python -m peft_glue.export run=outputs/runs/<run>                             # card and labels only
     python -m peft_glue.export run=outputs/runs/<run> push_to_hub=user/repo [private=true] [folder=merged]
@@ -17,86 +15,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
-import torch
-from transformers import PreTrainedTokenizerBase
-
 from peft_glue.errors import UserError, exit_with
-from peft_glue.record import (
-    COMPLETED,
-    MERGED_DIR,
-    MODEL_DIR,
-    SAVED_CONFIG,
-    read_results,
-    write_atomic,
-    write_folder_atomic,
-)
+from peft_glue.record import COMPLETED, SAVED_CONFIG, RunResults, TaskInfo, read_results, write_atomic
 from peft_glue.results.card import card_text, export_folders, write_cards
-from peft_glue.training.methods import Method
+from peft_glue.training.models import label_fields
 from peft_glue.training.run_settings import require_run, split_settings
-from peft_glue.training.tasks import GlueTask
-
-
-def export_trained(
-    method: Method, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, run_dir: Path, merge: bool
-) -> dict[str, str]:
-    """The trained weights in the method's own format (and, with merge, as a plain transformers model)."""
-
-    def save_merged(folder: Path) -> None:
-        method.merged(model).save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-
-    def save_weights(folder: Path) -> None:
-        method.save(model, folder)
-        if method.export_dir == MODEL_DIR:  # a whole model: with its tokenizer, a pipeline loads it alone
-            tokenizer.save_pretrained(folder)
-
-    exports = {"weights": str(write_folder_atomic(run_dir / method.export_dir, save_weights))}
-    if merge:
-        exports["merged"] = str(write_folder_atomic(run_dir / MERGED_DIR, save_merged))
-    return exports
-
-
-def write_submission(
-    path: Path, task: GlueTask, predictions: list[tuple[torch.Tensor, torch.Tensor]]
-) -> Path:
-    """GLUE leaderboard format: `index<TAB>prediction`, one line per test example, in index order, each
-    prediction as the task writes it (a class name or a score)."""
-    indices = torch.cat([idx for idx, _ in predictions]).tolist()
-    values = torch.cat([pred for _, pred in predictions]).tolist()
-    rows = sorted(zip(indices, values, strict=True))  # a regression task's scores: clipped by the task
-    lines = ["index\tprediction", *(f"{i}\t{task.format_prediction(value)}" for i, value in rows)]
-    write_atomic(path, "\n".join(lines) + "\n")
-    return path
-
-
-def per_split(predicted: list, splits: list[str]) -> dict[str, list[tuple[torch.Tensor, torch.Tensor]]]:
-    """``Trainer.predict``'s result by test split: one list of batches per loader (MNLI: matched,
-    mismatched, AX), or a single list for a single loader."""
-    if len(splits) == 1:
-        return {splits[0]: predicted}
-    return dict(zip(splits, predicted, strict=True))
-
-
-def write_submissions(
-    folder: Path, task: GlueTask, predictions: dict[str, list[tuple[torch.Tensor, torch.Tensor]]]
-) -> list[Path]:
-    """One submission file per test split (``task.submission_file_of``), in ``folder``."""
-    return [
-        write_submission(folder / task.submission_file_of(split), task, batches)
-        for split, batches in predictions.items()
-    ]
-
 
 # --------------------------------------------------------------------------------- python -m peft_glue.export
 EXPORT_SETTINGS = ("run", "push_to_hub", "private", "folder")
 EXPORT_USAGE = "python -m peft_glue.export run=PATH [push_to_hub=USER/REPO] [private=true] [folder=merged]"
 
 
-def run_labels(run_dir: Path, results: dict) -> dict[int, str] | None:
+def run_labels(run_dir: Path, results: RunResults) -> dict[int, str] | None:
     """The task's label names: results.json's, else the task of the saved config (an older run)."""
-    labels = (results.get("task_info") or {}).get("labels")
+    labels = results.task_info.labels if results.task_info else None
     if labels:
         return dict(enumerate(labels))
     if (run_dir / SAVED_CONFIG).is_file():
@@ -113,9 +48,7 @@ def name_labels_in(folder: Path, id2label: dict[int, str]) -> bool:
     path = folder / "config.json"
     if not path.is_file():
         return False
-    config = json.loads(path.read_text())
-    config["id2label"] = {str(index): name for index, name in id2label.items()}
-    config["label2id"] = {name: index for index, name in id2label.items()}
+    config = {**json.loads(path.read_text()), **label_fields(id2label)}
     write_atomic(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
     return True
 
@@ -174,21 +107,21 @@ def export(
     written), then push one of them (``folder``, else the method's export) to ``repo_id``; returns the cards
     written and the repository's address."""
     results = read_results(run_dir)
-    if results.get("status") != COMPLETED:
-        status = results.get("status", "no results.json")
+    if results is None or results.status != COMPLETED:
+        status = results.status if results else "no results.json"
         raise UserError(f"run={run_dir} is not a completed run ({status}); train it to the end first")
     folders = export_folders(results, run_dir)
     if not folders:
         raise UserError(f"run={run_dir} has no export folder (adapter/, bitfit/, model/ or merged/)")
     id2label = run_labels(run_dir, results)
     if id2label:
-        results.setdefault("task_info", {})["labels"] = list(id2label.values())
+        results.task_info = replace(results.task_info or TaskInfo(), labels=list(id2label.values()))
         for each in folders:
             name_labels_in(each, id2label)
     done = [str(path) for path in write_cards(run_dir, results)]
     print(*done, sep="\n", flush=True)  # said before a push that may fail
     if repo_id:
-        weights = Path(results["exports"]["weights"]).name
+        weights = Path(results.exports["weights"]).name
         chosen = run_dir / (folder or weights)
         if chosen not in folders:
             raise UserError(

@@ -28,8 +28,8 @@ from hydra.utils import get_class
 from omegaconf import OmegaConf
 
 from peft_glue.errors import UserError, exit_with
-from peft_glue.export import per_split, write_submission, write_submissions
 from peft_glue.record import SAVED_CONFIG
+from peft_glue.training.artifacts import per_split, write_submission, write_submissions
 from peft_glue.training.components import assemble
 from peft_glue.training.config import register_resolvers
 from peft_glue.training.data import GlueDataModule

@@ -1,19 +1,22 @@
-"""The layout of a run folder and the schema of its ``results.json``, defined once.
+"""The run record that joins the two wings: a run folder's layout and ``RunResults``, the typed
+``results.json``, defined once.
 
-Everything that writes or reads a run folder (training, predict, report, analyze, the multirun failure
-callback) takes its file names, export folder names and statuses from here. This module depends on nothing
-else in the package, so light tools (report, analyze) can read runs without importing torch or Lightning.
+Training writes it (``RunRecord``); every reader (report, comparison, card, submit, tracking, analyze, export)
+reads it through ``read_results`` and named fields. It depends on nothing else in the package, so the results
+wing reads runs without importing torch or Lightning.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
 # ---------------------------------------------------------------------------------------------- file names
 RESULTS_FILE = "results.json"  # the run record below (RunResults)
@@ -39,39 +42,167 @@ DRY_RUN = "dry_run"
 STATUSES = (COMPLETED, DRY_RUN, FAILED, RUNNING)
 
 
-class RunResults(TypedDict, total=False):
-    """What ``results.json`` holds (every key optional: a failed run stops where it failed)."""
+DEFAULT_MONITOR = "accuracy"  # the monitor of results.json files written before task_info existed
+NOT_METRICS = ("epoch", "step")  # bookkeeping entries of a validation-metrics dict, not metrics
 
-    status: str  # one of STATUSES
-    error: str  # with status failed
-    task: str
-    task_info: dict[str, Any]  # metrics, monitor, regression: what the report needs to know of the task
-    method: dict[str, Any]  # name and hyperparameters
-    method_info: dict[str, Any]  # order (display order), sweeps (hyperparameters a sweep varies)
-    model: str
-    seed: int
-    overrides: list[str]
-    optimizer: dict[str, Any]
-    batch_size: int
-    train_subset: int | None
-    max_epochs: int
-    precision: str
-    model_name_or_path: str
-    data_dir: str | None  # the local GLUE folder read; None: the Hub
-    trainable_params: int
-    total_params: int
-    trainable_percent: float
-    resumed_from: str | None
-    val: dict[str, dict[str, float]] | None  # "best" and "last" epoch metrics
-    val_history: list[dict[str, float]]
-    train_seconds: float
-    train_samples: int
-    train_samples_per_second: float
-    exports: dict[str, str] | None
-    test: dict[str, float] | None  # metrics of a labelled test split
-    predictions: str | None  # the submission file of an unlabelled test split
-    peak_memory_mb: float
-    threads: int
+
+def is_hub_id(name_or_path: str | None) -> bool:
+    """A Hub model id (``bert-base-uncased``, ``org/name``), not a local folder."""
+    if not name_or_path or Path(name_or_path).expanduser().exists():
+        return False
+    return not name_or_path.startswith(("/", ".", "~")) and name_or_path.count("/") <= 1
+
+
+@dataclass
+class TaskInfo:
+    """What a task says of itself, so that readers need not import the task."""
+
+    metrics: list[str] = field(default_factory=list)
+    monitor: str = DEFAULT_MONITOR
+    regression: bool = False
+    labels: list[str] = field(default_factory=list)
+    glue_columns: dict[str, str] = field(default_factory=dict)  # GLUE's column -> the metric it shows
+    submission_files: list[str] = field(default_factory=list)
+
+
+@dataclass
+class MethodInfo:
+    """What the report needs of a method: its place in tables and the hyperparameters it sweeps."""
+
+    order: int | None = None
+    sweeps: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Splits:
+    """Where validation and test came from, and how many examples each split held."""
+
+    validation_from: str | None = None  # "train" (carved) or "glue_dev"
+    test_from: str | None = None  # "glue_dev" or "glue_test"
+    validation_size: int | float | None = None
+    split_seed: int | None = None
+    sizes: dict[str, int] = field(default_factory=dict)
+
+
+NESTED = {"task_info": TaskInfo, "method_info": MethodInfo, "splits": Splits}
+
+
+@dataclass
+class RunResults:
+    """What ``results.json`` holds: every field optional, since a failed run stops where it failed.
+
+    Read it with ``RunResults.from_dict`` (older files and keys written by newer versions included: the
+    latter are kept in ``extra``) and through the accessors below, never by re-deriving keys.
+    """
+
+    status: str = RUNNING  # one of STATUSES
+    error: str | None = None  # with status failed
+    task: str | None = None
+    task_info: TaskInfo | None = None
+    method: dict[str, Any] = field(default_factory=dict)  # name and hyperparameters, as asked
+    method_info: MethodInfo | None = None
+    model: str | None = None  # the model option (``conf/model/<name>.yaml``)
+    seed: int | None = None
+    overrides: list[str] = field(default_factory=list)
+    optimizer: dict[str, Any] = field(default_factory=dict)  # lr, weight_decay, ...
+    batch_size: int | None = None
+    train_subset: int | None = None
+    validation_size: int | float | None = None  # carved from train; None: GLUE dev validates
+    max_epochs: int | None = None
+    precision: str | None = None
+    model_name_or_path: str | None = None
+    data_dir: str | None = None  # the local GLUE folder read; None: the Hub
+    trainable_params: int | None = None
+    total_params: int | None = None
+    trainable_percent: float | None = None
+    resumed_from: str | None = None
+    val: dict[str, dict[str, float]] | None = None  # "best" and "last" epoch metrics
+    val_history: list[dict[str, float]] = field(default_factory=list)
+    best_checkpoint: dict[str, Any] | None = None  # path, epoch, step, monitor, value
+    splits: Splits | None = None
+    train_seconds: float | None = None
+    train_samples: int | None = None
+    train_samples_per_second: float | None = None
+    exports: dict[str, str] | None = None  # "weights" (and "merged") -> folder
+    test: dict[str, float] | None = None  # metrics of a labelled test split
+    predictions: list[str] | None = None  # the submission files of the unlabelled test split(s)
+    peak_memory_mb: float | None = None
+    threads: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know
+
+    # ------------------------------------------------------------------------------------------ reading
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunResults:
+        known = {f.name for f in fields(cls)} - {"extra"}
+        typed = {key: value for key, value in values.items() if key in known}
+        for key, nested in NESTED.items():
+            if isinstance(typed.get(key), dict):
+                names = {f.name for f in fields(nested)}
+                typed[key] = nested(**{k: v for k, v in typed[key].items() if k in names})
+        if isinstance(typed.get("predictions"), str):  # before MNLI's two files, one path
+            typed["predictions"] = [typed["predictions"]]
+        for key in ("method", "optimizer", "overrides", "val_history"):
+            if typed.get(key) is None:
+                typed.pop(key, None)
+        extra = {key: value for key, value in values.items() if key not in known}
+        return cls(**typed, extra=extra)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form, with ``extra`` merged back in."""
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        values = {key: asdict(v) if is_dataclass(v) else v for key, v in values.items()}
+        return {**values, **self.extra}
+
+    # ------------------------------------------------------------------------------------------ accessors
+    @property
+    def method_name(self) -> str | None:
+        return self.method.get("name")
+
+    @property
+    def monitor(self) -> str:
+        """The metric that picks the best epoch (the task's)."""
+        return self.task_info.monitor if self.task_info else DEFAULT_MONITOR
+
+    @property
+    def best(self) -> dict[str, float]:
+        """The validation metrics of the best epoch ({} when the run never validated)."""
+        return (self.val or {}).get("best") or {}
+
+    @property
+    def monitor_value(self) -> float:
+        """The best epoch's value of the monitored metric; NaN when the run never validated."""
+        return float(self.best.get(self.monitor, math.nan))
+
+    @property
+    def learning_rate(self) -> float | None:
+        """``optimizer.lr``; older records kept a method default in ``method.lr`` where a failed run lacks
+        the optimizer."""
+        return self.optimizer.get("lr", self.method.get("lr"))
+
+    @property
+    def validation_carved(self) -> bool:
+        """Whether validation was carved from train (GLUE dev then serves as the test split)."""
+        return bool(self.splits and self.splits.validation_from == "train")
+
+    @property
+    def hub_model_id(self) -> str | None:
+        """The base model's Hub id, when it was given as one."""
+        return self.model_name_or_path if is_hub_id(self.model_name_or_path) else None
+
+    def identity(self) -> dict[str, Any]:
+        """What makes two runs the same configuration: every identity field except the seed. The learning
+        rate is one field (``lr``), wherever an older record kept it."""
+        method = {key: value for key, value in self.method.items() if key != "lr"}
+        return {
+            "task": self.task,
+            "model": self.model,
+            "method": method,
+            "lr": self.learning_rate,
+            "batch_size": self.batch_size,
+            "max_epochs": self.max_epochs,
+            "train_subset": self.train_subset,
+            "validation_size": self.validation_size,
+        }
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -111,10 +242,11 @@ def write_folder_atomic(folder: Path, write: Callable[[Path], None]) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------- the record
-def read_results(run_dir: Path) -> RunResults:
-    """A run folder's results.json, or {} when it has none."""
-    path = Path(run_dir) / RESULTS_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+def read_results(run_dir: Path) -> RunResults | None:
+    """A run folder's results.json (or that file itself), or None when there is none."""
+    path = Path(run_dir)
+    path = path if path.is_file() else path / RESULTS_FILE
+    return RunResults.from_dict(json.loads(path.read_text())) if path.is_file() else None
 
 
 def is_run_folder(folder: Path) -> bool:
@@ -134,14 +266,13 @@ def launched_as_rank_zero() -> bool:
     )
 
 
-class RunRecord(dict):
-    """The content of results.json; ``save`` rewrites it, so a crash still leaves the latest state.
-
-    Under DDP only global rank 0 writes (``writes``); the other ranks keep their record in memory.
+class RunRecord:
+    """The run's ``RunResults`` and its results.json; ``save`` rewrites the file, so a crash still leaves
+    the latest state. Under DDP only global rank 0 writes (``writes``); other ranks keep theirs in memory.
     """
 
     def __init__(self, run_dir: Path, **fields: Any):
-        super().__init__(status=RUNNING, **fields)
+        self.results = RunResults(**fields)
         self.path = Path(run_dir) / RESULTS_FILE
         self.writes = launched_as_rank_zero()
 
@@ -150,6 +281,11 @@ class RunRecord(dict):
         return self.path.parent
 
     def save(self, **updates: Any) -> None:
-        self.update(updates)
+        """Set fields and write; an unknown name is a TypeError (every key of results.json is declared)."""
+        replaced = replace(self.results, **updates)  # checks the names
+        for key, nested in NESTED.items():
+            if isinstance(updates.get(key), dict):
+                setattr(replaced, key, nested(**updates[key]))
+        self.results = replaced
         if self.writes:
-            write_atomic(self.path, json.dumps(self, indent=2, default=str) + "\n")
+            write_atomic(self.path, json.dumps(self.results.to_dict(), indent=2, default=str) + "\n")

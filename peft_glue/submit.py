@@ -21,7 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from peft_glue.errors import UserError, exit_with
-from peft_glue.record import COMPLETED, RESULTS_FILE, read_results, write_atomic
+from peft_glue.record import COMPLETED, RunResults, read_results, write_atomic
+from peft_glue.results.runs import find_results
 
 # The complete set the GLUE server accepts: file -> the task whose run writes it
 GLUE_SUBMISSION = {
@@ -39,29 +40,19 @@ GLUE_SUBMISSION = {
 }
 
 
-def monitored_value(record: dict) -> float:
-    """The best epoch's value of the run's monitor (NaN when it has none)."""
-    monitor = (record.get("task_info") or {}).get("monitor", "accuracy")
-    value = ((record.get("val") or {}).get("best") or {}).get(monitor)
-    return math.nan if value is None else float(value)
-
-
-def best_runs(paths: Sequence[Path]) -> dict[str, tuple[Path, dict]]:
+def best_runs(paths: Sequence[Path]) -> dict[str, tuple[Path, RunResults]]:
     """Task -> (run folder, results) of its completed run with submission files and the best monitor."""
-    best: dict[str, tuple[Path, dict]] = {}
-    for path in map(Path, paths):
-        if not path.exists():
-            raise UserError(f"{path} does not exist; give run or multirun folders (e.g. outputs/multirun)")
-        for file in sorted(path.rglob(RESULTS_FILE)) if path.is_dir() else [path]:
-            run_dir = file.parent
-            record = read_results(run_dir)
-            files = (record.get("task_info") or {}).get("submission_files", [])
-            if record.get("status") != COMPLETED or not any((run_dir / name).is_file() for name in files):
-                continue
-            value = monitored_value(record)
-            task = record.get("task")
-            if task not in best or (not math.isnan(value) and not value <= monitored_value(best[task][1])):
-                best[task] = (run_dir, record)
+    best: dict[str, tuple[Path, RunResults]] = {}
+    for file in find_results(paths):
+        run_dir, results = file.parent, read_results(file)
+        files = results.task_info.submission_files if results.task_info else []
+        if results.status != COMPLETED or not any((run_dir / name).is_file() for name in files):
+            continue
+        value, task = results.monitor_value, results.task
+        if task not in best or (not math.isnan(value) and not value <= best[task][1].monitor_value):
+            best[task] = (run_dir, results)
+    if not best:
+        raise UserError(f"no completed run with submission files below {', '.join(map(str, paths))}")
     return best
 
 
@@ -71,13 +62,12 @@ def write_submission_set(paths: Sequence[Path], out: Path) -> tuple[Path, list[s
     out.mkdir(parents=True, exist_ok=True)
     selection, missing = {}, []
     for name, task in GLUE_SUBMISSION.items():
-        run_dir, record = chosen.get(task, (None, {}))
+        run_dir, results = chosen.get(task, (None, None))
         if run_dir is None or not (run_dir / name).is_file():
             missing.append(name)
             continue
         shutil.copyfile(run_dir / name, out / name)
-        monitor = record["task_info"]["monitor"]
-        selection[name] = {"task": task, "run": str(run_dir), monitor: monitored_value(record)}
+        selection[name] = {"task": task, "run": str(run_dir), results.monitor: results.monitor_value}
     write_atomic(
         out / "selection.json", json.dumps({"files": selection, "missing": missing}, indent=2) + "\n"
     )

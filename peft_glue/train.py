@@ -1,4 +1,5 @@
-"""Fine-tune BERT on a GLUE task with a (parameter-efficient) method. The whole flow is on this screen.
+"""Fine-tune an encoder on a GLUE task with a (parameter-efficient) method: ``train`` is the whole flow of
+a run, ``run`` the Hydra job around it (the crash-safe run record), ``main`` the command line.
 
 python -m peft_glue.train method=bitfit task=sst2
 python -m peft_glue.train -m method=lora method.r=1,4,16
@@ -25,9 +26,9 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, TQDMProgressBar
 
 from peft_glue.errors import UserError, exit_with
-from peft_glue.export import export_trained, per_split, write_submissions
-from peft_glue.record import COMPLETED, DRY_RUN, FAILED, RunRecord, read_results
+from peft_glue.record import COMPLETED, DRY_RUN, FAILED, RunRecord, RunResults, read_results
 from peft_glue.results.card import write_cards
+from peft_glue.training.artifacts import export_trained, per_split, write_submissions
 from peft_glue.training.best_checkpoint import restore_best
 from peft_glue.training.callbacks import TrainThroughput
 from peft_glue.training.components import assemble
@@ -53,6 +54,7 @@ from peft_glue.training.resume import (
     expand_resume,
     resume_source,
 )
+from peft_glue.training.schema import check_ranges
 from peft_glue.training.splits import split_summary
 from peft_glue.training.tracking import log_run
 
@@ -67,35 +69,24 @@ KNOWN_NOISE = [  # warnings of our dependencies that say nothing to a user of pe
 
 
 def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
-    record.update(
-        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
-        batch_size=cfg.data.batch_size,
-        train_subset=cfg.data.train_subset,
-        validation_size=cfg.data.validation_size,
-        max_epochs=cfg.trainer.max_epochs,
-        precision=cfg.trainer.precision,
-        model_name_or_path=cfg.model.name_or_path,
-        data_dir=cfg.data.data_dir,
-    )
+    """One run: build, (resume and) fit, pick the best epoch, test it once, export, predict, record."""
+    record.save(**settings_of(cfg))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     reset_peak_memory()  # this job's peak, not that of an earlier job in the same worker process
-    if cfg.optimizer.lr <= 0:
-        raise UserError(f"optimizer.lr must be > 0 (got {cfg.optimizer.lr}); e.g. optimizer.lr=1e-3")
-    run_dir = record.folder
-    checkpoint = checkpoint_to_resume(cfg.resume, run_dir, Path(cfg.checkpoint.dirpath))
-    identity = RunIdentity((record.get("method") or {}).get("name"), record.get("model"))
+    check_ranges(cfg)  # done before any job by the pre-flight check too; here for train() called directly
+    checkpoint = checkpoint_to_resume(cfg.resume, record.folder, Path(cfg.checkpoint.dirpath))
+    identity = RunIdentity(record.results.method_name, record.results.model)
     if checkpoint:  # before anything loads: a wrong file is one line, not a model download
         check_checkpoint(checkpoint, **identity.identity)
     parts = assemble(cfg)
     task, method, model = parts.task, parts.method, parts.model
     if cfg.merge:
         method.check_mergeable()
-    record.save(task_info=task.info(), method_info=method.info())
     if cfg.cpu_dropout:
         use_cpu_dropout(model)
     summary = parameter_summary(model)
     log.info("%s on %s: %s", method.name, task.name, summary)
-    record.save(**summary)
+    record.save(task_info=task.info(), method_info=method.info(), **summary)
     if cfg.dry_run:
         return record.save(status=DRY_RUN)  # None: nothing trained
 
@@ -106,49 +97,83 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
         model, task, **cfg.optimizer, warmup_ratio=cfg.scheduler.warmup_ratio, method=method
     )
     throughput = TrainThroughput()
-    launch_ranks_as_this_job()  # with trainer=ddp: the other ranks run this job, in its folder
-    trainer = pl.Trainer(
-        **cfg.trainer,
-        logger=[instantiate(logger) for logger in cfg.logger.values()] if cfg.logger else False,
-        callbacks=[*callbacks(cfg, throughput), identity],
-    )
-    check_strategy(str(cfg.trainer.strategy), cfg.trainer.use_distributed_sampler, trainer.world_size)
+    trainer = build_trainer(cfg, [*callbacks(cfg, throughput), identity])
     record.writes = trainer.is_global_zero  # results, exports and submission files: written once, by rank 0
     record.save(resumed_from=str(checkpoint) if checkpoint else None)
     trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
     history = module.val_history
-    best = restore_best(trainer, module)  # export, test and predict with the epoch validation picked
     record.save(
         val={"best": best_epoch(history, task.monitor), "last": history[-1]} if history else None,
         val_history=history,
-        best_checkpoint=best,
+        best_checkpoint=restore_best(trainer, module),  # export, test and predict with the picked epoch
         splits=split_summary(datamodule.splits, cfg.data.validation_size, cfg.data.split_seed),
         train_seconds=round(throughput.seconds, 2),
         train_samples=throughput.samples,  # all ranks together
         train_samples_per_second=throughput.samples_per_second,
-        exports=export_trained(method, model, parts.tokenizer, run_dir, cfg.merge) if record.writes else None,
+        exports=export_trained(method, model, parts.tokenizer, record.folder, cfg.merge)
+        if record.writes
+        else None,
     )
-
-    if datamodule.test_labelled:  # GLUE dev when validation was carved from train: evaluated once, here
-        per_loader = trainer.test(module, datamodule=datamodule, verbose=False)  # MNLI: matched, mismatched
-        test = {key: value for results in per_loader for key, value in results.items()}
-        record.save(test={key.removeprefix("test/"): value for key, value in test.items()})
-    else:
-        record.save(test=None)
-    splits = datamodule.submission_splits() if cfg.submission else []
-    if splits:  # GLUE's unlabelled test sets: submission files
-        predicted = per_split(trainer.predict(module, datamodule=datamodule), splits)
-        predictions = {split: gather_predictions(batches) for split, batches in predicted.items()}
-        files = [run_dir / task.submission_file_of(split) for split in splits]
-        if record.writes:
-            write_submissions(run_dir, task, predictions)
-        # one file: its path, as before; several (MNLI): the list
-        record.save(predictions=str(files[0]) if len(files) == 1 else [str(f) for f in files])
+    record.save(test=score_test_split(trainer, module, datamodule))
+    if cfg.submission:
+        record.save(predictions=predict_test_sets(trainer, module, datamodule, record))
     record.save(status=COMPLETED, peak_memory_mb=peak_memory_mb(), threads=torch.get_num_threads())
     if record.writes:  # the results are final: each export folder's model card (README.md)
-        write_cards(run_dir, record)
-    log_run(trainer.loggers, cfg, record)  # the config and the final results to every logger
+        write_cards(record.folder, record.results)
+    log_run(trainer.loggers, cfg, record.results)  # the config and the final results to every logger
     return module
+
+
+def settings_of(cfg: DictConfig) -> dict:
+    """What results.json records of the config besides the run's identity (task, method, model, seed)."""
+    return {
+        "optimizer": OmegaConf.to_container(cfg.optimizer, resolve=True),
+        "batch_size": cfg.data.batch_size,
+        "train_subset": cfg.data.train_subset,
+        "validation_size": cfg.data.validation_size,
+        "max_epochs": cfg.trainer.max_epochs,
+        "precision": cfg.trainer.precision,
+        "model_name_or_path": cfg.model.name_or_path,
+        "data_dir": cfg.data.data_dir,
+    }
+
+
+def build_trainer(cfg: DictConfig, chosen_callbacks: list[pl.Callback]) -> pl.Trainer:
+    """Lightning's Trainer of ``cfg.trainer`` with the run's loggers; with trainer=ddp, the other ranks
+    are launched here and run this same job, in its folder."""
+    launch_ranks_as_this_job()
+    trainer = pl.Trainer(
+        **cfg.trainer,
+        logger=[instantiate(logger) for logger in cfg.logger.values()] if cfg.logger else False,
+        callbacks=chosen_callbacks,
+    )
+    check_strategy(str(cfg.trainer.strategy), cfg.trainer.use_distributed_sampler, trainer.world_size)
+    return trainer
+
+
+def score_test_split(trainer: pl.Trainer, module: GlueClassifier, datamodule: GlueDataModule) -> dict | None:
+    """The test split's metrics (GLUE dev when validation was carved from train), evaluated once, here;
+    None when the test split has no labels."""
+    if not datamodule.test_labelled:
+        return None
+    per_loader = trainer.test(module, datamodule=datamodule, verbose=False)  # MNLI: matched, mismatched
+    test = {key: value for results in per_loader for key, value in results.items()}
+    return {key.removeprefix("test/"): value for key, value in test.items()}
+
+
+def predict_test_sets(
+    trainer: pl.Trainer, module: GlueClassifier, datamodule: GlueDataModule, record: RunRecord
+) -> list[str] | None:
+    """GLUE's unlabelled test sets predicted into submission files (written by rank 0); their paths."""
+    splits = datamodule.submission_splits()
+    if not splits:
+        return None
+    predicted = per_split(trainer.predict(module, datamodule=datamodule), splits)
+    predictions = {split: gather_predictions(batches) for split, batches in predicted.items()}
+    task = datamodule.task
+    if record.writes:
+        write_submissions(record.folder, task, predictions)
+    return [str(record.folder / task.submission_file_of(split)) for split in splits]
 
 
 def best_epoch(history: list[dict[str, float]], monitor: str) -> dict[str, float]:
@@ -168,13 +193,11 @@ def callbacks(cfg: DictConfig, throughput: TrainThroughput) -> list[pl.Callback]
     return chosen
 
 
-def objective(record: dict) -> float:
+def objective(results: RunResults | None) -> float:
     """What a job returns to Hydra, for hyperparameter search (the Optuna sweeper maximises it): the best
     validation value of the task's monitor metric; NaN when the job failed or never validated, which the
     Optuna sweeper records as a failed trial."""
-    monitor = (record.get("task_info") or {}).get("monitor")
-    best = (record.get("val") or {}).get("best") or {}
-    return float(best.get(monitor, math.nan))
+    return results.monitor_value if results is not None else math.nan
 
 
 def setup_process() -> None:
@@ -202,7 +225,7 @@ def run(cfg: DictConfig) -> float:
     )
     in_multirun = hydra_cfg.mode == RunMode.MULTIRUN
     previous = read_results(record.folder)
-    if resume_source(cfg.resume) is not None and previous.get("status") == COMPLETED:
+    if resume_source(cfg.resume) is not None and previous is not None and previous.status == COMPLETED:
         log.info("%s already completed; nothing to resume", record.folder)
         return objective(previous)
     with job_scope():
@@ -220,7 +243,7 @@ def run(cfg: DictConfig) -> float:
             if not in_multirun:
                 raise
             log.exception("job failed")
-    return objective(record)
+    return objective(record.results)
 
 
 def main() -> None:

@@ -48,23 +48,23 @@ def fresh_base(tiny_bert: Path) -> torch.nn.Module:
 def test_lora_adapter_loads_in_peft_and_merges(tiny_bert, tiny_glue, tmp_path):
     module, record = trained(["method=lora", "merge=true", *tiny_overrides(tiny_bert, tiny_glue)], tmp_path)
     ours = logits(module.model)
-    adapter = PeftModel.from_pretrained(fresh_base(tiny_bert), record["exports"]["weights"])
+    adapter = PeftModel.from_pretrained(fresh_base(tiny_bert), record.results.exports["weights"])
     assert torch.equal(logits(adapter), ours)
-    merged = AutoModelForSequenceClassification.from_pretrained(record["exports"]["merged"])
+    merged = AutoModelForSequenceClassification.from_pretrained(record.results.exports["merged"])
     assert not isinstance(merged, PeftModel)
     torch.testing.assert_close(logits(merged), ours, atol=1e-5, rtol=0)
 
 
 def test_bitfit_tensors_apply_to_a_fresh_base(tiny_bert, tiny_glue, tmp_path):
     module, record = trained(["method=bitfit", *tiny_overrides(tiny_bert, tiny_glue)], tmp_path)
-    restored = apply_bitfit(fresh_base(tiny_bert), record["exports"]["weights"])
+    restored = apply_bitfit(fresh_base(tiny_bert), record.results.exports["weights"])
     assert torch.equal(logits(restored), logits(module.model))
     assert not torch.equal(logits(fresh_base(tiny_bert)), logits(module.model))
 
 
 def test_full_model_saved_with_save_pretrained(tiny_bert, tiny_glue, tmp_path):
     module, record = trained(["method=full", *tiny_overrides(tiny_bert, tiny_glue)], tmp_path)
-    restored = AutoModelForSequenceClassification.from_pretrained(record["exports"]["weights"])
+    restored = AutoModelForSequenceClassification.from_pretrained(record.results.exports["weights"])
     assert torch.equal(logits(restored), logits(module.model))
 
 
@@ -209,7 +209,7 @@ def test_predict_writes_the_submission_of_a_finished_run(tiny_bert, tiny_glue, t
 def test_submission_false_skips_the_test_set_prediction(tiny_bert, tiny_glue, tmp_path):
     overrides = ["method=lora", "task=sst2", "submission=false", *tiny_overrides(tiny_bert, tiny_glue)]
     _, record = trained(overrides, tmp_path / "run")
-    assert record["status"] == "completed" and "predictions" not in record
+    assert record.results.status == "completed" and record.results.predictions is None
     assert not (tmp_path / "run" / "SST-2.tsv").exists()
 
 
@@ -220,7 +220,7 @@ def test_peak_memory_is_the_jobs_own_not_an_earlier_jobs_in_the_same_process(tin
     _, record = trained(
         ["method=bitfit", "task=sst2", *tiny_overrides(tiny_bert, tiny_glue)], tmp_path / "run"
     )
-    assert 0 < record["peak_memory_mb"] < 2048
+    assert 0 < record.results.peak_memory_mb < 2048
 
 
 def test_predict_of_a_folder_that_is_no_run(tmp_path, capsys):

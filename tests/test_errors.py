@@ -53,9 +53,9 @@ def test_unknown_options_and_keys(argv, fragments, capsys):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["method=lora", "method.r=0"], "method.r must be a whole number >= 1"),
-        (["optimizer.lr=0"], "optimizer.lr must be > 0"),
-        (["optimizer.lr=-1e-3"], "optimizer.lr must be > 0"),
+        (["method=lora", "method.r=0"], "method.r=0 is not valid: expected a number >= 1, e.g. method.r=8"),
+        (["optimizer.lr=0"], "optimizer.lr=0.0 is not valid: expected a number > 0"),
+        (["optimizer.lr=-1e-3"], "optimizer.lr=-0.001 is not valid: expected a number > 0"),
         (["model.name_or_path=/no/such/model"], "model.name_or_path=/no/such/model does not exist"),
     ],
 )
@@ -85,13 +85,38 @@ def test_offline_hub_model_names_the_offline_weights(tmp_path):
 
 def test_a_failing_job_does_not_stop_the_sweep(tiny_bert, tiny_glue, tmp_path):
     sweep = tmp_path / "sweep"
+    """A value that only the data can refute (a validation split larger than the 64 training examples)
+    fails its job alone; the multirun lists it and exits non-zero."""
     result = run_cli(
-        "-m", "method=lora", "method.r=0,2", "trainer.max_epochs=1", *tiny_overrides(tiny_bert, tiny_glue),
-        f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+        "-m", "method=bitfit", "data.validation_size=1000,8", "trainer.max_epochs=1",
+        *tiny_overrides(tiny_bert, tiny_glue), f"hydra.sweep.dir={sweep}", cwd=tmp_path,
     )  # fmt: skip
-    assert_one_line_error(result, "1 job(s) failed", "method.r must be")
+    assert_one_line_error(result, "1 job(s) failed", "gives 1000 of 64 training examples")
     statuses = [json.loads(p.read_text())["status"] for p in sorted(sweep.glob("*/results.json"))]
     assert statuses == ["failed", "completed"]
+
+
+@pytest.mark.parametrize(
+    ("sweep", "message"),
+    [
+        ("method.r=2,0", "method.r=0 is not valid: expected a number >= 1"),
+        ("data.batch_size=8,0", "data.batch_size=0 is not valid: expected a number >= 1"),
+        (
+            "scheduler.warmup_ratio=0.1,1.0",
+            "scheduler.warmup_ratio=1.0 is not valid: expected a number >= 0 and < 1",
+        ),
+        ("callbacks=early_stopping callbacks.early_stopping.patience=2,-1", "patience=-1 is not valid"),
+    ],
+)
+def test_a_value_out_of_range_anywhere_in_a_sweep_stops_it_before_the_first_job(
+    tmp_path, sweep, message, capsys
+):
+    argv = ["-m", "method=lora", *sweep.split(), f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    with pytest.raises(SystemExit) as exit_info:
+        check_command_line(argv)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: ") and "\n" not in error and message in error, error
 
 
 def test_resume_sources_are_checked_before_anything_loads(tiny_bert, tiny_glue, tmp_path):

@@ -85,5 +85,5 @@ def test_run_interrupted_mid_epoch_resumes_to_the_same_tensors_and_losses(
     monkeypatch.setattr(GlueClassifier, "training_step", original)
 
     record = trained([*overrides(tiny_bert, tiny_glue), "resume=auto"], tmp_path)
-    assert record["resumed_from"].endswith("last.ckpt")
+    assert record.results.resumed_from.endswith("last.ckpt")
     assert_same_training(tmp_path, reference)

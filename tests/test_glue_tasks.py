@@ -13,10 +13,10 @@ from omegaconf import OmegaConf
 from scipy import stats
 
 from peft_glue.errors import UserError
-from peft_glue.export import write_submission
 from peft_glue.predict import predict
 from peft_glue.record import RunRecord, read_results
 from peft_glue.train import train
+from peft_glue.training.artifacts import write_submission
 from peft_glue.training.data import load_glue, read_glue_tsv
 from peft_glue.training.tasks import MNLI, MRPC, QNLI, QQP, RTE, STSB, WNLI, CoLA
 

@@ -57,7 +57,7 @@ def run(overrides: list[str], folder: Path) -> RunRecord:
     """A run in fp32 (bf16 on some CPUs would round the logits that the checks recompute in fp32)."""
     record = RunRecord(folder)
     train(compose_cfg([*overrides, "trainer.precision=32-true"], folder), record)
-    assert record["status"] == "completed"
+    assert record.results.status == "completed"
     return record
 
 
@@ -88,25 +88,26 @@ def accuracy_f1(predictions: list[int], labels: list[int]) -> tuple[float, float
 
 
 def test_tiny_bert_learns_and_its_accuracy_is_that_of_the_exported_model(sst2_run, tiny_bert, easy_glue):
-    history = [epoch["accuracy"] for epoch in sst2_run["val_history"]]
+    history = [epoch["accuracy"] for epoch in sst2_run.results.val_history]
     assert history[-1] >= 0.9, history  # chance: 0.5 (balanced dev set of 64)
     assert history[0] < history[-1] or history[0] >= 0.9
-    model = AutoModelForSequenceClassification.from_pretrained(sst2_run["exports"]["weights"])
+    model = AutoModelForSequenceClassification.from_pretrained(sst2_run.results.exports["weights"])
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
     rows = read_tsv(easy_glue / "SST-2" / "dev.tsv")
     predictions = [predict_one(model, tokenizer, sentence) for sentence, _ in rows]
     accuracy, _ = accuracy_f1(predictions, [int(label) for _, label in rows])
-    assert sst2_run["val"]["last"]["accuracy"] == pytest.approx(accuracy, abs=1e-7)
+    assert sst2_run.results.val["last"]["accuracy"] == pytest.approx(accuracy, abs=1e-7)
 
 
 def test_submission_rows_are_the_exported_models_predictions_sentence_by_sentence(
     sst2_run, tiny_bert, easy_glue
 ):
-    submission = Path(sst2_run["predictions"]).read_text().splitlines()
+    (submission_file,) = sst2_run.results.predictions
+    submission = Path(submission_file).read_text().splitlines()
     assert submission[0] == "index\tprediction"
     rows = [line.split("\t") for line in submission[1:]]
     assert [int(index) for index, _ in rows] == sorted(TEST_INDICES)  # index order, every index once
-    model = AutoModelForSequenceClassification.from_pretrained(sst2_run["exports"]["weights"])
+    model = AutoModelForSequenceClassification.from_pretrained(sst2_run.results.exports["weights"])
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
     sentences = {int(index): sentence for index, sentence in read_tsv(easy_glue / "SST-2" / "test.tsv")}
     expected = [
@@ -121,13 +122,13 @@ def test_labelled_test_copy_of_dev_gives_the_best_epochs_validation_metrics(tiny
     metrics are that epoch's validation metrics."""
     overrides = ["task=mrpc", "method=full", "optimizer.lr=3e-3", *tiny_overrides(tiny_bert, easy_glue)]
     record = run([*overrides, "trainer.max_epochs=3"], tmp_path)
-    best, test = record["val"]["best"], record["test"]
-    assert record["best_checkpoint"]["epoch"] == best["epoch"] and "predictions" not in record
+    best, test = record.results.val["best"], record.results.test
+    assert record.results.best_checkpoint["epoch"] == best["epoch"] and record.results.predictions is None
     assert (test["accuracy"], test["f1"]) == (best["accuracy"], best["f1"])
     losses = read_metrics(tmp_path).dropna(subset=["val/loss"])
     val_loss = losses[losses["epoch"] == best["epoch"]]["val/loss"].iloc[-1]  # the best epoch's
     assert test["loss"] == pytest.approx(val_loss, rel=1e-6)
-    model = AutoModelForSequenceClassification.from_pretrained(record["exports"]["weights"])
+    model = AutoModelForSequenceClassification.from_pretrained(record.results.exports["weights"])
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
     rows = read_tsv(easy_glue / "MRPC" / "dev.tsv")
     predictions = [predict_one(model, tokenizer, first, second) for _, _, _, first, second in rows]

@@ -77,9 +77,10 @@ def test_same_validation_split_for_every_method_and_seed(tiny_bert, tiny_glue, t
         record = RunRecord(tmp_path / str(i))
         train(cfg, record)
         assert (
-            record["splits"]["validation_from"] == "train" and record["splits"]["sizes"]["validation"] == 16
+            record.results.splits.validation_from == "train"
+            and record.results.splits.sizes["validation"] == 16
         )
-        assert set(record["test"]) >= {"accuracy", "loss"}  # GLUE dev, evaluated at the end
+        assert set(record.results.test) >= {"accuracy", "loss"}  # GLUE dev, evaluated at the end
     assert seen[0] == seen[-1] and not seen[0][0] & seen[0][1]
 
 
@@ -133,9 +134,9 @@ def test_exported_and_tested_weights_are_the_monitored_best_epoch(
     cfg.trainer.max_epochs = 3
     record = RunRecord(tmp_path)
     train(cfg, record)
-    best = record["best_checkpoint"]
+    best = record.results.best_checkpoint
     assert best["epoch"] == 1 and best["value"] == pytest.approx(0.9) and best["monitor"] == "val/accuracy"
-    assert record["val"]["best"]["epoch"] == 1 and record["val"]["last"]["epoch"] == 2
+    assert record.results.val["best"]["epoch"] == 1 and record.results.val["last"]["epoch"] == 2
     best_state = torch.load(best["path"], weights_only=True)["state_dict"]
     last_state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     exported = load_file(tmp_path / "bitfit" / "bitfit.safetensors")
@@ -159,8 +160,8 @@ def test_early_stopping_stops_after_patience(tiny_bert, tiny_glue, tmp_path, mon
     cfg.trainer.max_epochs = 5
     record = RunRecord(tmp_path)
     train(cfg, record)
-    assert [m["epoch"] for m in record["val_history"]] == [0, 1, 2]  # epoch 2 did not improve: stop
-    assert record["best_checkpoint"]["epoch"] == 1
+    assert [m["epoch"] for m in record.results.val_history] == [0, 1, 2]  # epoch 2 did not improve: stop
+    assert record.results.best_checkpoint["epoch"] == 1
 
 
 # ---------------------------------------------------------------------------------------------- statistics

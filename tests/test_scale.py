@@ -214,12 +214,12 @@ def test_ddp_evaluates_exactly_like_one_process(tiny_bert, tiny_glue, tmp_path):
     for task, file in (("sst2", "SST-2.tsv"), ("mrpc", "MRPC.tsv")):
         reference = RunRecord(tmp_path / task)
         train(compose_cfg(["method=full", f"task={task}", *common], tmp_path / task), reference)
-        expected[task] = {k: v for k, v in reference["val_history"][0].items() if k != "step"}
+        expected[task] = {k: v for k, v in reference.results.val_history[0].items() if k != "step"}
         assert 0.25 < expected[task]["accuracy"] < 0.75  # predictions of both classes
         submissions[task] = (tmp_path / task / file).read_text()
         assert {"0", "1"} <= {line.split("\t")[1] for line in submissions[task].splitlines()[1:]}
         expected[task]["loss"] = last_val_loss(tmp_path / task)
-        samples[task] = reference["train_samples"]
+        samples[task] = reference.results.train_samples
     assert 0 < expected["mrpc"]["f1"] < 1
 
     sweep = tmp_path / "sweep"

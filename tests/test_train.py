@@ -53,7 +53,7 @@ def test_every_method_on_every_task_in_one_multirun(tiny_bert, tiny_glue, tmp_pa
         assert (folder / "metrics.csv").is_file() and (folder / ".hydra" / "config.yaml").is_file()
         # GLUE test files have no labels: predictions are written as a submission file instead
         assert results["test"] is None
-        submission = Path(results["predictions"])
+        (submission,) = map(Path, results["predictions"])
         assert submission.name == {"mrpc": "MRPC.tsv", "sst2": "SST-2.tsv"}[results["task"]]
         lines = submission.read_text().splitlines()
         assert lines[0] == "index\tprediction" and len(lines) == 25
@@ -85,9 +85,9 @@ def test_labelled_test_split_is_evaluated(tiny_bert, tiny_glue, tmp_path):
     overrides = ["task=mrpc", "method=bitfit", "logger=[csv,tensorboard]", *tiny_overrides(tiny_bert, glue)]
     record = RunRecord(tmp_path / "run")
     train(compose_cfg(overrides, tmp_path / "run"), record)
-    assert record["status"] == "completed"
-    assert set(record["test"]) == {"accuracy", "f1", "acc_and_f1", "loss"}  # MRPC: + the derived mean
-    assert "predictions" not in record
+    assert record.results.status == "completed"
+    assert set(record.results.test) == {"accuracy", "f1", "acc_and_f1", "loss"}  # MRPC: + the derived mean
+    assert record.results.predictions is None
     # both loggers: metrics.csv for the report, TensorBoard event files
     assert (tmp_path / "run" / "metrics.csv").is_file()
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
@@ -99,8 +99,8 @@ def test_dry_run_builds_but_does_not_train(tiny_bert, tmp_path):
     )
     record = RunRecord(tmp_path)
     train(cfg, record)
-    assert record["status"] == "dry_run" and record["trainable_params"] > 0
-    assert read_results(tmp_path)["trainable_params"] == record["trainable_params"]
+    assert record.results.status == "dry_run" and record.results.trainable_params > 0
+    assert read_results(tmp_path)["trainable_params"] == record.results.trainable_params
 
 
 def test_dropout_is_active_inside_training_step(tiny_bert, tiny_glue, tmp_path, monkeypatch):
@@ -134,5 +134,5 @@ def test_same_seed_same_metrics(tiny_bert, tiny_glue, tmp_path, method):
         cfg = compose_cfg([f"method={method}", *tiny_overrides(tiny_bert, tiny_glue)], tmp_path / name)
         record = RunRecord(tmp_path / name)
         train(cfg, record)
-        runs.append(record["val_history"])
+        runs.append(record.results.val_history)
     assert runs[0] == runs[1]

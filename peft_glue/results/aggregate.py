@@ -9,14 +9,14 @@ import pandas as pd
 
 from peft_glue.record import COMPLETED
 from peft_glue.results.formatting import cost_text, distinct, fmt_params, fmt_value, is_missing, mean_std
-from peft_glue.results.runs import SETTINGS, declared_sweeps, identity_key, metric_columns, monitored
+from peft_glue.results.runs import IDENTITY_SETTINGS, declared_sweeps, identity_key, metric_columns, monitored
 
 COST_COLUMNS = {"train_samples_per_second": ("train samples/s", 1), "peak_memory_mb": ("peak memory (MB)", 0)}
 
 
 def varying_settings(runs: pd.DataFrame) -> list[str]:
-    """The SETTINGS columns in which these runs differ; the rest are stated once in the header."""
-    return [column for column in SETTINGS if distinct(runs[column]) > 1]
+    """The IDENTITY_SETTINGS columns in which these runs differ; the rest are stated once in the header."""
+    return [column for column in IDENTITY_SETTINGS if distinct(runs[column]) > 1]
 
 
 def sort_order(configs: pd.DataFrame) -> pd.DataFrame:
@@ -38,7 +38,7 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     completed = runs[runs["status"] == COMPLETED]
     if completed.empty:
         return pd.DataFrame()
-    identity_columns = ["_key", "_identity", "task", "method.name", "method_label", "lr", *SETTINGS]
+    identity_columns = ["_key", "_identity", "task", "method.name", "method_label", "lr", *IDENTITY_SETTINGS]
     identity_columns += ["monitor", "method_order", *(c for c in runs if c.startswith("method_info."))]
     optional = [*declared_sweeps(runs), "trainable_params", "trainable_percent"]
     identity_columns += [c for c in optional if c in runs and c not in identity_columns]

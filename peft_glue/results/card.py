@@ -4,7 +4,7 @@ in the Hugging Face model-card format: YAML front matter (library, base model, t
 and its hyperparameters, data, training settings, results, the command that reproduces the run, how to load
 the export). Built from ``results.json`` alone (and the saved overrides), so it is written when a run
 completes (``train``) and rewritten by ``python -m peft_glue.export`` (with the Hub repository to load from).
-Like ``rundir``, it imports neither torch nor Lightning.
+Like the whole results wing, it imports neither torch nor Lightning.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from peft_glue.record import (
     MODEL_DIR,
     SAVED_CONFIG,
     SAVED_OVERRIDES,
+    RunResults,
+    is_hub_id,
     read_results,
     write_atomic,
 )
@@ -30,7 +32,7 @@ CARD_FILE = "README.md"
 GLUE_DATASET = "nyu-mll/glue"
 # peft_glue's metric names -> the Hub's metric ids (derived metrics such as acc_and_f1 keep their name)
 HUB_METRICS = {"mcc": "matthews_correlation", "pearson": "pearsonr", "spearman": "spearmanr"}
-NOT_METRICS = ("epoch", "step", "loss")
+CARD_NOT_METRICS = ("epoch", "step", "loss")  # bookkeeping in a metrics dict
 
 
 def library_of(kind: str) -> str:
@@ -39,19 +41,14 @@ def library_of(kind: str) -> str:
     return "peft" if kind == ADAPTER_DIR else "transformers"
 
 
-def is_hub_id(name_or_path: str | None) -> bool:
-    """A Hub model id (``bert-base-uncased``, ``org/name``), not a local folder: only a Hub id goes into
-    ``base_model``, which the Hub checks."""
-    if not name_or_path or Path(name_or_path).expanduser().exists():
-        return False
-    return not name_or_path.startswith(("/", ".", "~")) and name_or_path.count("/") <= 1
+def task_name(results: RunResults) -> str:
+    return results.task or "glue"
 
 
-def task_title(results: dict) -> str:
+def task_title(results: RunResults) -> str:
     """GLUE's name of the task (``RTE``, ``SST-2``, ``MNLI``)."""
-    columns = (results.get("task_info") or {}).get("glue_columns") or {}
-    task = str(results.get("task") or "glue")
-    return next(iter(columns), task.upper()).removesuffix("-m")
+    columns = results.task_info.glue_columns if results.task_info else {}
+    return next(iter(columns), task_name(results).upper()).removesuffix("-m")
 
 
 def metric_values(values: dict | None, metrics: list[str]) -> dict[str, dict[str, float]]:
@@ -59,7 +56,7 @@ def metric_values(values: dict | None, metrics: list[str]) -> dict[str, dict[str
     ``_mm``): {suffix: {metric: value}}."""
     grouped: dict[str, dict[str, float]] = {}
     for key, value in (values or {}).items():
-        if key in NOT_METRICS or key.startswith("loss"):
+        if key in CARD_NOT_METRICS or key.startswith("loss"):
             continue
         name = next((m for m in sorted(metrics, key=len, reverse=True) if key.startswith(m)), None)
         if name is None or not isinstance(value, int | float):
@@ -68,48 +65,42 @@ def metric_values(values: dict | None, metrics: list[str]) -> dict[str, dict[str
     return grouped
 
 
-def result_sets(results: dict) -> list[tuple[str, str, dict[str, float]]]:
+def result_sets(results: RunResults) -> list[tuple[str, str, dict[str, float]]]:
     """(split of the Hub dataset, what it is, metrics) of every evaluated set: validation (the best epoch,
     the one exported) and, when validation was carved from train, GLUE's labelled dev set as the test set."""
-    metrics = list((results.get("task_info") or {}).get("metrics") or [])
-    splits = results.get("splits") or {}
-    carved = splits.get("validation_from") == "train"
+    metrics = results.task_info.metrics if results.task_info else []
     sets = []
-    for suffix, values in metric_values((results.get("val") or {}).get("best"), metrics).items():
-        if carved:
+    for suffix, values in metric_values(results.best, metrics).items():
+        if results.validation_carved:
             sets.append((f"train{suffix}", "validation carved from train", values))
         else:
             sets.append((f"validation{suffix}", "validation (GLUE dev)", values))
-    for suffix, values in metric_values(results.get("test"), metrics).items():
+    for suffix, values in metric_values(results.test, metrics).items():
         sets.append((f"validation{suffix}", "test (GLUE dev)", values))
     return sets
 
 
-def front_matter(results: dict, kind: str, name: str) -> dict[str, Any]:
-    task = str(results.get("task") or "glue")
-    method = (results.get("method") or {}).get("name") or "unknown"
-    metrics = list((results.get("task_info") or {}).get("metrics") or [])
+def front_matter(results: RunResults, kind: str, name: str) -> dict[str, Any]:
+    task = task_name(results)
+    metrics = results.task_info.metrics if results.task_info else []
     derived = set(metrics) - {"accuracy", "f1", "mcc", "pearson", "spearman"}
     meta: dict[str, Any] = {"library_name": library_of(kind)}
-    base = results.get("model_name_or_path")
-    if is_hub_id(base):
-        meta["base_model"] = base
-    meta["tags"] = list(dict.fromkeys(["peft_glue", method, "glue", task, "text-classification"]))
+    if results.hub_model_id:
+        meta["base_model"] = results.hub_model_id
+    meta["tags"] = list(
+        dict.fromkeys(["peft_glue", results.method_name or "unknown", "glue", task, "text-classification"])
+    )
     meta["datasets"] = [GLUE_DATASET]
     meta["metrics"] = [HUB_METRICS.get(m, m) for m in metrics if m not in derived]
     meta["pipeline_tag"] = "text-classification"
+    dataset = {"name": f"GLUE {task_title(results)}", "type": GLUE_DATASET, "config": task}
     meta["model-index"] = [
         {
             "name": name,
             "results": [
                 {
                     "task": {"type": "text-classification", "name": "Text Classification"},
-                    "dataset": {
-                        "name": f"GLUE {task_title(results)}",
-                        "type": GLUE_DATASET,
-                        "config": task,
-                        "split": split,
-                    },
+                    "dataset": {**dataset, "split": split},
                     "metrics": [
                         {"type": HUB_METRICS.get(key, key), "value": value, "name": key}
                         for key, value in values.items()
@@ -122,24 +113,21 @@ def front_matter(results: dict, kind: str, name: str) -> dict[str, Any]:
     return meta
 
 
-def saved_overrides(results: dict, run_dir: Path) -> list[str] | None:
+def saved_overrides(results: RunResults, run_dir: Path) -> list[str] | None:
     """The run's command-line overrides: results.json's, else Hydra's copy in .hydra/overrides.yaml."""
-    if results.get("overrides") is not None:
-        return list(results["overrides"])
+    if results.overrides:
+        return list(results.overrides)
     path = run_dir / SAVED_OVERRIDES
     return [str(o) for o in yaml.safe_load(path.read_text()) or []] if path.is_file() else None
 
 
-def data_source(results: dict, run_dir: Path) -> str | None:
-    """The local GLUE folder the run read (None: the Hub)."""
-    if "data_dir" in results:
-        return results["data_dir"]
+def data_source(results: RunResults, run_dir: Path) -> str | None:
+    """The local GLUE folder the run read (None: the Hub); older records lack it: the saved config says."""
+    if results.data_dir is not None or results.model_name_or_path is not None:
+        return results.data_dir
     path = run_dir / SAVED_CONFIG
-    data_dir = (
-        ((yaml.safe_load(path.read_text()) or {}).get("data") or {}).get("data_dir")
-        if path.is_file()
-        else None
-    )
+    config = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    data_dir = (config.get("data") or {}).get("data_dir")
     return None if data_dir is None or str(data_dir).startswith("${") else str(data_dir)
 
 
@@ -181,112 +169,135 @@ def fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def card_text(results: dict, run_dir: Path, kind: str, folder: Path, repo_id: str | None = None) -> str:
+def model_lines(results: RunResults, kind: str, base: str) -> list[str]:
+    """The card's Model section: base model, method and its settings, parameter counts, labels."""
+    method_name = results.method_name or "unknown"
+    settings = {key: value for key, value in results.method.items() if key != "name"}
+    lines = [
+        "## Model",
+        "",
+        f"- Base model: `{base}`" + ("" if is_hub_id(base) else " (a local folder)"),
+        f"- Method: `{method_name}`"
+        + (f" ({', '.join(f'{k}={v}' for k, v in settings.items())})" if settings else ""),
+    ]
+    if results.trainable_params is not None:
+        lines.append(
+            f"- Trainable parameters: {results.trainable_params:,} of {results.total_params or 0:,}"
+            f" ({results.trainable_percent}%)"
+        )
+    labels = results.task_info.labels if results.task_info else []
+    if labels:
+        kinds = "Output (regression)" if results.task_info.regression else "Labels"
+        lines.append(f"- {kinds}: " + ", ".join(f"{i} = `{label}`" for i, label in enumerate(labels)))
+    return lines
+
+
+def data_lines(results: RunResults, run_dir: Path) -> list[str]:
+    """The card's Data section: where the task's files came from, and the sizes of the splits."""
+    splits = results.splits
+    sizes = splits.sizes if splits else {}
+    data_dir = data_source(results, run_dir)
+    validation = (
+        f"{splits.validation_size} examples carved from train (split_seed {splits.split_seed});"
+        " GLUE's dev set is the test set"
+        if results.validation_carved
+        else "GLUE's validation (dev) set"
+    )
+    subset = results.train_subset
+    return [
+        "## Data",
+        "",
+        f"- Task: GLUE {task_title(results)} (`{GLUE_DATASET}`, config `{task_name(results)}`), "
+        + (f"read from the local folder `{data_dir}`" if data_dir else "from the Hugging Face Hub"),
+        f"- Training examples: {sizes.get('train', '?')}"
+        + (f" (a fixed random subset: data.train_subset={subset})" if subset else ""),
+        f"- Validation: {validation}"
+        + (f", {sizes['validation']} examples" if "validation" in sizes else ""),
+    ]
+
+
+def training_lines(results: RunResults) -> list[str]:
+    """The card's Training section: optimizer, budget, seed and precision, the exported epoch."""
+    lines = [
+        "## Training",
+        "",
+        f"- Optimizer: AdamW, lr {results.learning_rate}, "
+        f"weight decay {results.optimizer.get('weight_decay')}",
+        f"- Epochs: {results.max_epochs}, batch size {results.batch_size}, "
+        f"seed {results.seed}, precision {results.precision}",
+    ]
+    if "epoch" in results.best:
+        lines.append(
+            f"- Exported: the epoch with the best validation {results.monitor}"
+            f" (epoch {results.best['epoch']}, step {results.best.get('step')})"
+        )
+    return lines
+
+
+def results_lines(results: RunResults) -> list[str]:
+    lines = ["## Results", "", "| set | split | metric | value |", "|---|---|---|---:|"]
+    for split, role, values in result_sets(results):
+        lines += [f"| {role} | {split} | {key} | {fmt(value)} |" for key, value in values.items()]
+    return lines
+
+
+def reproduce_lines(results: RunResults, run_dir: Path) -> list[str]:
+    overrides = saved_overrides(results, run_dir)
+    command = (
+        "python -m peft_glue.train ...   # the run's overrides were not recorded"
+        if overrides is None
+        else " ".join(["python -m peft_glue.train", *map(shlex.quote, overrides)])
+    )
+    return ["## Reproduce", "", "```bash", command, "```"]
+
+
+def card_text(results: RunResults, run_dir: Path, kind: str, folder: Path, repo_id: str | None = None) -> str:
     """The whole README.md of one export folder of a finished run."""
-    task, title = str(results.get("task") or "glue"), task_title(results)
-    method = dict(results.get("method") or {})
-    method_name = method.pop("name", None) or "unknown"
-    source = results.get("model_name_or_path")
+    method_name = results.method_name or "unknown"
+    source = results.model_name_or_path
     base = str(source or "the base model")
     # the model's name: the Hub repository's, else <base model>-<task>-<method>
-    name = repo_id or f"{Path(str(source)).name if source else 'model'}-{task}-{method_name}"
-    meta = front_matter(results, kind, name.rsplit("/", 1)[-1])
-    labels = (results.get("task_info") or {}).get("labels") or []
-    regression = (results.get("task_info") or {}).get("regression")
-    optimizer = results.get("optimizer") or {}
-    splits = results.get("splits") or {}
-    sizes = splits.get("sizes") or {}
-    data_dir = data_source(results, run_dir)
+    name = repo_id or f"{Path(str(source)).name if source else 'model'}-{task_name(results)}-{method_name}"
     what = {
         ADAPTER_DIR: f"a {method_name} adapter (peft) for `{base}`",
         BITFIT_DIR: f"BitFit's trained biases and head for `{base}` (`bitfit.safetensors`)",
         MODEL_DIR: f"`{base}` fully fine-tuned (a whole transformers model)",
         MERGED_DIR: f"`{base}` with the trained {method_name} weights merged in (a plain transformers model)",
     }[kind]
-    lines = [
-        f"# {name.rsplit('/', 1)[-1]}: GLUE {title} with {method_name}",
-        "",
-        f"This is {what}, trained on GLUE {title} with peft_glue "
-        f"(PyTorch Lightning, Hydra, 🤗 transformers and peft).",
-        "",
-        "## Model",
-        "",
-        f"- Base model: `{base}`" + ("" if is_hub_id(base) else " (a local folder)"),
-        f"- Method: `{method_name}`"
-        + (f" ({', '.join(f'{k}={v}' for k, v in method.items())})" if method else ""),
-    ]
-    if results.get("trainable_params") is not None:
-        lines.append(
-            f"- Trainable parameters: {results['trainable_params']:,} of {results.get('total_params', 0):,}"
-            f" ({results.get('trainable_percent')}%)"
-        )
-    if labels:
-        kinds = "Output (regression)" if regression else "Labels"
-        lines.append(f"- {kinds}: " + ", ".join(f"{i} = `{label}`" for i, label in enumerate(labels)))
-    validation = (
-        f"{splits.get('validation_size')} examples carved from train (split_seed {splits.get('split_seed')});"
-        " GLUE's dev set is the test set"
-        if splits.get("validation_from") == "train"
-        else "GLUE's validation (dev) set"
+    task_info = results.task_info
+    labels = (task_info.labels if task_info else []) or (
+        ["score"] if task_info and task_info.regression else ["0", "1"]
     )
-    subset = results.get("train_subset")
-    lines += [
-        "",
-        "## Data",
-        "",
-        f"- Task: GLUE {title} (`{GLUE_DATASET}`, config `{task}`), "
-        + (f"read from the local folder `{data_dir}`" if data_dir else "from the Hugging Face Hub"),
-        f"- Training examples: {sizes.get('train', '?')}"
-        + (f" (a fixed random subset: data.train_subset={subset})" if subset else ""),
-        f"- Validation: {validation}"
-        + (f", {sizes['validation']} examples" if "validation" in sizes else ""),
-        "",
-        "## Training",
-        "",
-        f"- Optimizer: AdamW, lr {optimizer.get('lr')}, weight decay {optimizer.get('weight_decay')}",
-        f"- Epochs: {results.get('max_epochs')}, batch size {results.get('batch_size')}, "
-        f"seed {results.get('seed')}, precision {results.get('precision')}",
+    sections = [
+        [
+            f"# {name.rsplit('/', 1)[-1]}: GLUE {task_title(results)} with {method_name}",
+            "",
+            f"This is {what}, trained on GLUE {task_title(results)} with peft_glue "
+            f"(PyTorch Lightning, Hydra, 🤗 transformers and peft).",
+        ],
+        model_lines(results, kind, base),
+        data_lines(results, run_dir),
+        training_lines(results),
+        results_lines(results),
+        reproduce_lines(results, run_dir),
+        ["## Load", "", "```python", how_to_load(kind, repo_id or str(folder), base, labels), "```"],
     ]
-    best = (results.get("val") or {}).get("best") or {}
-    if "epoch" in best:
-        lines.append(
-            f"- Exported: the epoch with the best validation {results.get('task_info', {}).get('monitor')}"
-            f" (epoch {best['epoch']}, step {best.get('step')})"
-        )
-    lines += ["", "## Results", "", "| set | split | metric | value |", "|---|---|---|---:|"]
-    for split, role, values in result_sets(results):
-        lines += [f"| {role} | {split} | {key} | {fmt(value)} |" for key, value in values.items()]
-    overrides = saved_overrides(results, run_dir)
-    lines += ["", "## Reproduce", "", "```bash"]
-    if overrides is None:
-        lines.append("python -m peft_glue.train ...   # the run's overrides were not recorded")
-    else:
-        lines.append(" ".join(["python -m peft_glue.train", *map(shlex.quote, overrides)]))
-    labels = labels or (["score"] if regression else ["0", "1"])
-    lines += [
-        "```",
-        "",
-        "## Load",
-        "",
-        "```python",
-        how_to_load(kind, repo_id or str(folder), base, labels),
-        "```",
-        "",
-    ]
-    return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n\n" + "\n".join(lines)
+    body = "\n\n".join("\n".join(section) for section in sections) + "\n"
+    meta = front_matter(results, kind, name.rsplit("/", 1)[-1])
+    return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n\n" + body
 
 
-def export_folders(results: dict, run_dir: Path) -> dict[Path, str]:
+def export_folders(results: RunResults, run_dir: Path) -> dict[Path, str]:
     """The run's export folders that exist, each with its kind (its folder name: adapter, model, ...)."""
     folders = {}
-    for path in (results.get("exports") or {}).values():
+    for path in (results.exports or {}).values():
         folder = run_dir / Path(path).name  # the run folder may have moved since
         if folder.is_dir() and folder.name in (ADAPTER_DIR, BITFIT_DIR, MODEL_DIR, MERGED_DIR):
             folders[folder] = folder.name
     return folders
 
 
-def write_cards(run_dir: Path, results: dict | None = None, repo_id: str | None = None) -> list[Path]:
+def write_cards(run_dir: Path, results: RunResults | None = None, repo_id: str | None = None) -> list[Path]:
     """Write README.md into every export folder of a finished run; returns the files written."""
     run_dir = Path(run_dir)
     results = read_results(run_dir) if results is None else results

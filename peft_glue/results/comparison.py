@@ -32,8 +32,6 @@ from peft_glue.results.stats import (
     summarize,
 )
 
-LR_FIELDS = ["lr", "method.lr"]
-
 
 def pct(value: float) -> str:
     return "–" if value is None or math.isnan(value) else f"{100 * value:.1f}"

@@ -12,7 +12,7 @@ from peft_glue.results.formatting import natural_order
 from peft_glue.results.runs import identity_key
 from peft_glue.results.stats import summarize
 
-LR_FIELDS = ["lr", "method.lr"]
+LR_FIELDS = ["lr"]  # what varies within a family of configurations
 
 
 def configurations(done: pd.DataFrame, val_col: str, score_col: str) -> list[dict]:

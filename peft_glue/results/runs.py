@@ -13,27 +13,33 @@ from typing import Any
 import pandas as pd
 
 from peft_glue.errors import UserError
-from peft_glue.record import METRICS_FILE, RESULTS_FILE
+from peft_glue.record import (
+    DEFAULT_MONITOR,
+    METRICS_FILE,
+    NOT_METRICS,
+    RESULTS_FILE,
+    RunResults,
+    read_results,
+)
 from peft_glue.results.formatting import METRIC_TITLES, distinct, fmt_value, natural_order
 
-NOT_METRICS = ("epoch", "step")  # also in a val_history entry
-
-
-DEFAULT_MONITOR = "accuracy"  # for results.json files written before task_info existed
-
-
 UNKNOWN_ORDER = 100  # methods without method_info come after the ones that say where they go
+# Identity fields besides task and method that are shown as columns only where runs differ in them.
+IDENTITY_SETTINGS = ["model", "batch_size", "max_epochs", "train_subset", "validation_size"]
 
 
-SETTINGS = ["model", "batch_size", "max_epochs", "train_subset", "validation_size"]
+def existing_paths(paths: Iterable[Path]) -> list[Path]:
+    """The given run or multirun folders (or results.json files), each of which must exist."""
+    for path in map(Path, paths):
+        if not path.exists():
+            raise UserError(f"{path} does not exist; give run or multirun folders (e.g. outputs/multirun)")
+    return list(map(Path, paths))
 
 
 def find_results(paths: Iterable[Path]) -> list[Path]:
     """Every results.json at or below the given run or multirun folders, each once."""
     found: dict[Path, None] = {}
-    for path in map(Path, paths):
-        if not path.exists():
-            raise UserError(f"{path} does not exist; give run or multirun folders (e.g. outputs/multirun)")
+    for path in existing_paths(paths):
         files = [path] if path.is_file() else sorted(path.rglob(RESULTS_FILE), key=natural_order)
         found.update(dict.fromkeys(file.resolve() for file in files))
     return list(found)
@@ -52,24 +58,6 @@ def flatten(record: dict, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def identity(record: dict) -> dict[str, Any]:
-    """What makes two runs the same configuration: every identity field of results.json except the seed.
-
-    A failed run may lack ``optimizer``; its learning rate is then the method's default, as in the config.
-    """
-    method = dict(record.get("method") or {})
-    return {
-        "task": record.get("task"),
-        "model": record.get("model"),
-        "method": method,
-        "lr": (record.get("optimizer") or {}).get("lr", method.get("lr")),
-        "batch_size": record.get("batch_size"),
-        "max_epochs": record.get("max_epochs"),
-        "train_subset": record.get("train_subset"),
-        "validation_size": record.get("validation_size"),  # carved from train (None: GLUE dev validated)
-    }
-
-
 def identity_key(ident: dict[str, Any], without: Sequence[str] = ()) -> str:
     """``ident`` as canonical JSON, leaving out the dotted fields in ``without`` (the swept ones)."""
     ident = json.loads(json.dumps(ident, default=str))  # a deep copy
@@ -84,37 +72,40 @@ def identity_key(ident: dict[str, Any], without: Sequence[str] = ()) -> str:
 
 def load_runs(paths: Iterable[Path]) -> pd.DataFrame:
     """One row per run found below ``paths``: the flattened results.json plus its folder and config id."""
-    rows = []
-    for file in find_results(paths):
-        try:
-            record = json.loads(file.read_text())
-        except (OSError, json.JSONDecodeError) as error:  # listed as a failed run, not dropped
-            record = {"status": "unreadable", "error": f"cannot read {file.name}: {error}"}
-        history = record.pop("val_history", None)
-        ident = identity(record)
-        key = identity_key(ident)
-        rows.append(
-            {
-                "run_dir": str(file.parent),
-                "config": hashlib.sha1(key.encode()).hexdigest()[:8],
-                **flatten(record),
-                "lr": ident["lr"],
-                "val_epochs": len(history) if isinstance(history, list) else None,
-                "_identity": ident,
-                "_key": key,
-            }
-        )
+    rows = [run_row(file) for file in find_results(paths)]
     if not rows:
         raise UserError(f"no {RESULTS_FILE} found below {', '.join(map(str, paths))}")
     runs = pd.DataFrame(rows)
-    for column in ["status", "task", "model", "seed", "method.name", "error", *SETTINGS]:
+    for column in ["status", "task", "model", "seed", "method.name", "error", *IDENTITY_SETTINGS]:
         if column not in runs:
             runs[column] = None
-    runs["monitor"] = runs.get("task_info.monitor", pd.Series(None, index=runs.index)).fillna(DEFAULT_MONITOR)
-    runs["method_order"] = runs.get("method_info.order", pd.Series(None, index=runs.index))
     runs["method_order"] = runs["method_order"].fillna(UNKNOWN_ORDER)
     runs["method_label"] = method_labels(runs)
     return runs
+
+
+def run_row(file: Path) -> dict[str, Any]:
+    """A run's row: its record flattened into dotted columns (the learning rate once, as ``lr``)."""
+    try:
+        results = read_results(file)
+    except (OSError, json.JSONDecodeError, TypeError) as error:  # listed as a failed run, not dropped
+        results = RunResults(status="unreadable", error=f"cannot read {file.name}: {error}")
+    ident = results.identity()
+    key = identity_key(ident)
+    values = results.to_dict()
+    values.pop("val_history")
+    values["method"] = ident["method"]  # an older record's method.lr is the lr column
+    return {
+        "run_dir": str(file.parent),
+        "config": hashlib.sha1(key.encode()).hexdigest()[:8],
+        **flatten(values),
+        "lr": ident["lr"],
+        "monitor": results.monitor,
+        "method_order": results.method_info.order if results.method_info else None,
+        "val_epochs": len(results.val_history) if results.status != "unreadable" else None,
+        "_identity": ident,
+        "_key": key,
+    }
 
 
 def metric_columns(runs: pd.DataFrame) -> dict[str, str]:
@@ -143,7 +134,7 @@ def method_labels(runs: pd.DataFrame) -> list[str]:
     """``lora r=4``: the method's name plus the hyperparameters (other than lr) in which its runs differ."""
     varying: dict[str, list[str]] = {}
     for name, group in runs.groupby("method.name", dropna=False):
-        columns = [c for c in group if c.startswith("method.") and c not in ("method.name", "method.lr")]
+        columns = [c for c in group if c.startswith("method.") and c != "method.name"]
         varying[name] = [c for c in columns if distinct(group[c]) > 1]
     labels = []
     for _, run in runs.iterrows():
@@ -159,7 +150,7 @@ def shared_method_settings(runs: pd.DataFrame) -> dict[str, str]:
     """Per method, the hyperparameters (besides lr) that all its runs share, for the report's header."""
     shared = {}
     for name, group in runs.groupby("method.name"):
-        columns = [c for c in group if c.startswith("method.") and c not in ("method.name", "method.lr")]
+        columns = [c for c in group if c.startswith("method.") and c != "method.name"]
         same = [c for c in columns if group[c].notna().any() and distinct(group[c]) == 1]
         if same:
             shared[name] = ", ".join(

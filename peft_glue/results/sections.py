@@ -12,7 +12,7 @@ from peft_glue.results.aggregate import at_picked_rate, config_table, families, 
 from peft_glue.results.formatting import fmt_params, fmt_value, is_missing, markdown_table, mean_std
 from peft_glue.results.plots import plot_curves, plot_hyperparameter_sweep, plot_lr_sweep
 from peft_glue.results.runs import (
-    SETTINGS,
+    IDENTITY_SETTINGS,
     declared_sweeps,
     identity_key,
     monitored,
@@ -38,7 +38,9 @@ def header(runs: pd.DataFrame, tabled: pd.DataFrame, paths: Sequence[Path], sett
         "(the process's peak resident memory, or the GPU's peak allocation): mean over the seeds.",
     ]
     shared = [
-        f"{c}={fmt_value(tabled[c].iloc[0])}" for c in SETTINGS if c not in settings and not tabled.empty
+        f"{c}={fmt_value(tabled[c].iloc[0])}"
+        for c in IDENTITY_SETTINGS
+        if c not in settings and not tabled.empty
     ]
     if shared:
         lines += ["", f"Shared by every run in the tables: {', '.join(shared)}."]
@@ -71,7 +73,7 @@ def glue_section(runs: pd.DataFrame) -> list[str]:
     if done.empty or not any(c.startswith(prefix) for c in done):
         return []
     rows = []
-    keys = done["_identity"].map(lambda ident: identity_key(ident, ["task", "lr", "method.lr"]))
+    keys = done["_identity"].map(lambda ident: identity_key(ident, ["task", "lr"]))
     for _, group in done.groupby(keys, sort=False):
         group = at_picked_rate(group)
         first = group.iloc[0]
@@ -150,7 +152,7 @@ def hyperparameter_sweep_sections(
 
 def lr_sweep_section(configs: pd.DataFrame, settings: list[str], out: Path) -> list[str]:
     lines = ["", "## Learning-rate sweep", ""]
-    found = [] if configs.empty else families(configs, ["lr", "method.lr"], "lr")
+    found = [] if configs.empty else families(configs, ["lr"], "lr")
     if not found:
         return lines + [
             "No learning-rate sweep here (needs completed runs that differ only in the "

@@ -307,8 +307,6 @@ class GlueDataModule(pl.LightningDataModule):
         virtual_tokens: int = 0,
     ):
         super().__init__()
-        if batch_size < 1 or (eval_batch_size or 1) < 1:
-            raise UserError(f"data.batch_size must be >= 1 (got {batch_size})")
         if max_length - virtual_tokens < 2:
             raise UserError(
                 f"data.max_length must be >= 2 plus the method's {virtual_tokens} virtual tokens "

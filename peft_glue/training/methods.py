@@ -28,6 +28,7 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
 from peft_glue.errors import UserError
 from peft_glue.record import ADAPTER_DIR, BITFIT_DIR, MODEL_DIR
+from peft_glue.training.schema import AT_LEAST_ONE, FRACTION, POSITIVE, check_field_ranges, ranged
 
 if TYPE_CHECKING:
     from peft_glue.training.tasks import GlueTask
@@ -173,16 +174,13 @@ class LoRA(Method):
     export_dir = ADAPTER_DIR
     order = 2
     sweeps = {"r": "LoRA rank"}
-    r: int = 8
-    alpha: float = 8
-    dropout: float = 0.0
+    r: int = ranged(8, AT_LEAST_ONE)
+    alpha: float = ranged(8, POSITIVE)
+    dropout: float = ranged(0.0, FRACTION)
     target_modules: list[str] | str = field(default_factory=lambda: ["query"])  # or a regex, or all-linear
 
     def __post_init__(self) -> None:
-        if not isinstance(self.r, int) or self.r < 1:
-            raise UserError(f"method.r must be a whole number >= 1 (got {self.r!r}); e.g. method.r=8")
-        if not 0 <= self.dropout < 1:
-            raise UserError(f"method.dropout must be in [0, 1) (got {self.dropout!r})")
+        check_field_ranges("method", vars(self), type(self))
         if not self.target_modules:
             raise UserError("method.target_modules is empty; e.g. method.target_modules=[query,value]")
         if not isinstance(self.target_modules, str):
@@ -369,11 +367,12 @@ class AdaLoRA(Peft):
     name = "adalora"
     order = 7
     sweeps = {"config.target_r": "AdaLoRA target rank"}
-    tinit: float = 0.1
-    tfinal: float = 0.2
+    tinit: float = ranged(0.1, FRACTION)
+    tfinal: float = ranged(0.2, FRACTION)
 
     def peft_config(self) -> PeftConfig:
-        if not (self.tinit >= 0 and self.tfinal >= 0 and self.tinit + self.tfinal < 1):
+        check_field_ranges("method", vars(self), type(self))
+        if self.tinit + self.tfinal >= 1:
             raise UserError(f"method.tinit + method.tfinal must be < 1 (got {self.tinit} + {self.tfinal})")
         self.config.setdefault("total_step", 1_000_000)  # a placeholder until start_training knows it
         return super().peft_config()
@@ -405,7 +404,7 @@ class LoraPlus(Peft):
     name = "loraplus"
     order = 6
     sweeps = {"lr_ratio": "LoRA+ learning-rate ratio"}
-    lr_ratio: float = 16.0
+    lr_ratio: float = ranged(16.0, POSITIVE)
 
     def configure_optimizer(
         self, model: nn.Module, groups: list[dict], *, lr: float, weight_decay: float, **adamw

@@ -94,8 +94,13 @@ def name_labels(model: Any, id2label: dict[int, str]) -> None:
     writes a config.json carries them and a transformers ``pipeline`` answers with the task's labels."""
     config = getattr(model, "config", None)
     if config is not None and not isinstance(config, dict):
-        config.id2label = dict(id2label)
-        config.label2id = {name: index for index, name in id2label.items()}
+        for key, value in label_fields(id2label).items():
+            setattr(config, key, value)
+
+
+def label_fields(id2label: dict[int, str]) -> dict[str, dict]:
+    """A transformers config's ``id2label`` and ``label2id`` for these label names."""
+    return {"id2label": dict(id2label), "label2id": {name: index for index, name in id2label.items()}}
 
 
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:

@@ -33,6 +33,62 @@ from peft_glue.errors import UserError
 # ruff: noqa: UP045  (OmegaConf 2.3 reads Optional[...], not X | None, in dataclass fields)
 
 
+@dataclass(frozen=True)
+class Range:
+    """The allowed values of a number: from ``low`` (excluded with ``low_open``) to ``high`` (``high_open``).
+
+    Declared on a schema field with ``ranged`` (config dataclasses, and task and method classes, which are
+    their own schema) and checked with the types, before the first job starts."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def contains(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def text(self) -> str:
+        low = None if self.low is None else f"{'>' if self.low_open else '>='} {self.low:g}"
+        high = None if self.high is None else f"{'<' if self.high_open else '<='} {self.high:g}"
+        return " and ".join(part for part in (low, high) if part)
+
+
+POSITIVE = Range(low=0, low_open=True)
+AT_LEAST_ONE = Range(low=1)
+NOT_NEGATIVE = Range(low=0)
+FRACTION = Range(low=0, high=1, high_open=True)  # [0, 1)
+
+
+def ranged(default: Any, allowed: Range, **kwargs: Any) -> Any:
+    """A dataclass field whose numbers must lie in ``allowed`` (each element, for a list)."""
+    return field(default=default, metadata={"range": allowed}, **kwargs)
+
+
+def range_error(key: str, value: Any, allowed: Range, example: Any = None) -> str | None:
+    """The one-line message when a number (or a list's element) lies outside ``allowed``; None when fine."""
+    values = value if isinstance(value, list | tuple | ListConfig) else [value]
+    for each in values:
+        if isinstance(each, int | float) and not isinstance(each, bool) and not allowed.contains(each):
+            return wrong_value(key, value, f"a number {allowed.text()}", example)
+    return None
+
+
+def check_field_ranges(prefix: str, values: Mapping[str, Any], schema: type) -> None:
+    """Raise a UserError for the first value of ``values`` outside its field's declared range."""
+    for entry in dataclasses.fields(schema):
+        allowed = entry.metadata.get("range")
+        if allowed is None or entry.name not in values:
+            continue
+        default = entry.default if entry.default not in (dataclasses.MISSING, MISSING) else None
+        key = f"{prefix}.{entry.name}" if prefix else entry.name
+        error = range_error(key, values[entry.name], allowed, default)
+        if error:
+            raise UserError(error)
+
+
 @dataclass
 class ModelConf:
     name_or_path: str = MISSING
@@ -44,29 +100,31 @@ class ModelConf:
 @dataclass
 class DataConf:
     data_dir: Optional[str] = None
-    batch_size: int = 16
-    eval_batch_size: int = 16
-    max_length: int = 128
+    batch_size: int = ranged(16, AT_LEAST_ONE)
+    eval_batch_size: int = ranged(16, AT_LEAST_ONE)
+    max_length: int = ranged(128, Range(low=2))
     group_by_length: bool = True
-    num_workers: int = 0
+    num_workers: int = ranged(0, NOT_NEGATIVE)
     pin_memory: Optional[bool] = None
-    pad_to_multiple_of: Optional[int] = None
-    train_subset: Optional[int] = None
-    validation_size: Optional[float] = None  # a count (a whole number) or a fraction in (0, 1)
+    pad_to_multiple_of: Optional[int] = ranged(None, AT_LEAST_ONE)
+    train_subset: Optional[int] = ranged(None, AT_LEAST_ONE)
+    # a count (a whole number) or a fraction in (0, 1); whether it leaves both sides non-empty is known
+    # only once the training set is read (training/splits.py)
+    validation_size: Optional[float] = ranged(None, POSITIVE)
     split_seed: int = 0
 
 
 @dataclass
 class OptimizerConf:
-    lr: float = MISSING
-    weight_decay: float = 0.01
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
+    lr: float = ranged(MISSING, POSITIVE)
+    weight_decay: float = ranged(0.01, NOT_NEGATIVE)
+    betas: list[float] = ranged(dataclasses.MISSING, FRACTION, default_factory=lambda: [0.9, 0.999])
+    eps: float = ranged(1e-8, POSITIVE)
 
 
 @dataclass
 class SchedulerConf:
-    warmup_ratio: float = 0.0
+    warmup_ratio: float = ranged(0.0, FRACTION)
 
 
 @dataclass
@@ -83,7 +141,7 @@ class Config:
     merge: bool = False
     submission: bool = True
     cpu_dropout: bool = True
-    threads: Optional[int] = None
+    threads: Optional[int] = ranged(None, AT_LEAST_ONE)
     checkpoint: dict[str, Any] = MISSING  # checked against its class (ModelCheckpoint)
     best_checkpoint: dict[str, Any] = MISSING  # checked against its class (ModelCheckpoint)
     optimizer: OptimizerConf = field(default_factory=OptimizerConf)
@@ -91,6 +149,37 @@ class Config:
     data: DataConf = field(default_factory=DataConf)
     lr_step: Optional[int] = None  # experiment=lr_comparison: the position in each method's grid
     lr_grid: Optional[dict[str, list[float]]] = None  # experiment=lr_comparison: the grids
+
+
+# Lightning's arguments (the trainer group, the callbacks) have no dataclass to declare a range on: here.
+TRAINER_RANGES = {
+    "max_epochs": AT_LEAST_ONE,
+    "max_steps": Range(low=-1),  # -1: no limit
+    "log_every_n_steps": AT_LEAST_ONE,
+    "accumulate_grad_batches": AT_LEAST_ONE,
+    "check_val_every_n_epoch": AT_LEAST_ONE,
+    "gradient_clip_val": NOT_NEGATIVE,
+}
+CALLBACK_RANGES = {"patience": NOT_NEGATIVE, "min_delta": NOT_NEGATIVE, "save_top_k": Range(low=-1)}
+
+
+def check_ranges(cfg: DictConfig) -> None:
+    """Every number of the composed config within its declared range (``ranged`` fields of the schema,
+    TRAINER_RANGES, CALLBACK_RANGES), else a UserError naming the key, the range and an example."""
+
+    ranged_keys = [entry.name for entry in dataclasses.fields(Config) if "range" in entry.metadata]
+    check_field_ranges("", {key: cfg.get(key) for key in ranged_keys if key in cfg}, Config)
+    for name, schema in typing.get_type_hints(Config).items():  # the nodes with a dataclass schema
+        node = cfg.get(name)
+        if dataclasses.is_dataclass(schema) and isinstance(node, DictConfig):
+            check_field_ranges(name, resolved_items(node), schema)
+    checks = [("trainer", cfg.get("trainer"), TRAINER_RANGES)]
+    checks += [(prefix, node, CALLBACK_RANGES) for prefix, node in instantiated_nodes(cfg).items()]
+    for prefix, node, ranges in checks:
+        for name, value in (resolved_items(node) if node is not None else {}).items():
+            error = name in ranges and range_error(f"{prefix}.{name}", value, ranges[name])
+            if error:
+                raise UserError(error)
 
 
 def register_schema() -> None:
@@ -324,6 +413,7 @@ def check_typed_groups(cfg: DictConfig, examples: Callable[[], DictConfig] | Non
         values = {k: v for k, v in resolved_items(node).items() if k != "_target_"}
         hints, defaults = dataclass_fields(cls)
         check_fields(group, values, hints, example_values(group, defaults))
+        check_field_ranges(group, values, cls)
         for key, schema in nested_schemas(cls, values).items():
             hints, defaults = dataclass_fields(schema)
             check_fields(f"{group}.{key}", values.get(key) or {}, hints, defaults)
@@ -336,6 +426,7 @@ def check_typed_groups(cfg: DictConfig, examples: Callable[[], DictConfig] | Non
         values = resolved_items(cfg.trainer)
         check_fields("trainer", values, hints, example_values("trainer", defaults))
         check_trainer_accepts(values)
+    check_ranges(cfg)
 
 
 def check_trainer_accepts(values: dict[str, Any]) -> None:

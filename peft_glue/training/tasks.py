@@ -1,4 +1,4 @@
-"""Task registry: one class per GLUE task, chosen by ``conf/task/<name>.yaml``.
+"""The GLUE tasks, one class each, chosen by ``conf/task/<name>.yaml``.
 
 A task says where its data lives (Hub config and splits, local GLUE folder, file names and column names),
 what its labels are (class names, or a regression score), how a label string becomes a target, which

@@ -1,4 +1,5 @@
-"""Experiment trackers: a run's hyperparameters and final results go to every Lightning logger of the run.
+"""Experiment trackers (the ``logger`` group): metrics.csv that survives resumes, W&B and MLflow; a run's
+hyperparameters and final results go to every Lightning logger of the run.
 
 ``logger=wandb`` (Weights & Biases, offline by default, files under the run folder) and ``logger=mlflow``
 (MLflow, a local store under ``outputs/mlruns`` by default) are Lightning's own ``WandbLogger`` and
@@ -9,36 +10,41 @@ gives each logger the resolved config as hyperparameters and the numeric results
 
 from __future__ import annotations
 
+import csv
 import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from lightning_fabric.loggers.logger import rank_zero_experiment
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.loggers import Logger
+from pytorch_lightning.loggers import CSVLogger, Logger
 from pytorch_lightning.loggers import MLFlowLogger as LightningMLFlowLogger
 from pytorch_lightning.loggers import WandbLogger as LightningWandbLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+
+from peft_glue.record import RunResults
 
 # numeric fields of results.json that are settings, not results: already in the hyperparameters
-SETTINGS = frozenset({"seed", "batch_size", "max_epochs", "train_subset"})
+NUMERIC_SETTINGS = frozenset({"seed", "batch_size", "max_epochs", "train_subset"})
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def final_metrics(record: Mapping[str, Any]) -> dict[str, float]:
+def final_metrics(results: RunResults) -> dict[str, float]:
     """The numeric results of a run record (results.json), flat: ``val/best/<metric>``,
     ``val/last/<metric>``, ``test/<metric>``, and top-level numbers such as ``trainable_params``,
     ``train_samples_per_second`` or ``peak_memory_mb``."""
     metrics: dict[str, float] = {}
-    for key, value in record.items():
-        if _is_number(value) and key not in SETTINGS:
+    for key, value in results.to_dict().items():
+        if _is_number(value) and key not in NUMERIC_SETTINGS:
             metrics[key] = value
-    for which, values in (record.get("val") or {}).items():
+    for which, values in (results.val or {}).items():
         for name, value in (values or {}).items():
             if _is_number(value):
                 metrics[f"val/{which}/{name}"] = value
-    for name, value in (record.get("test") or {}).items():
+    for name, value in (results.test or {}).items():
         if _is_number(value):
             metrics[f"test/{name}"] = value
     return metrics
@@ -53,15 +59,13 @@ def hyperparameters(config: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     return {key: resolved(config[key]) for key in config if key != "hydra"}
 
 
-def log_run(
-    loggers: Iterable[Logger], config: DictConfig | Mapping[str, Any], record: Mapping[str, Any]
-) -> None:
+def log_run(loggers: Iterable[Logger], config: DictConfig | Mapping[str, Any], results: RunResults) -> None:
     """Log the resolved config as hyperparameters and the record's ``final_metrics`` to every logger, at the
     run's last step, then close the loggers (a W&B run is finished, so the next job of a multirun starts
     its own). Loggers write on global rank 0 only."""
     params = hyperparameters(config)
-    metrics = final_metrics(record)
-    last = ((record.get("val") or {}).get("last") or {}).get("step")
+    metrics = final_metrics(results)
+    last = ((results.val or {}).get("last") or {}).get("step")
     for logger in loggers:
         logger.log_hyperparams(params)
         logger.log_metrics(metrics, step=last)
@@ -94,3 +98,27 @@ class MLFlowLogger(LightningMLFlowLogger):
         if tracking_uri is None or tracking_uri.startswith("file:"):
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         super().__init__(*args, tracking_uri=tracking_uri, **kwargs)
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer deletes an existing metrics.csv (and warns on any non-empty folder, which a
+    Hydra run folder always is). A resumed run appends to it instead, so the curves from before the
+    interruption are kept; rows the killed attempt logged after its last checkpoint stay too, and readers
+    keep the last row of each step (``peft_glue.results.runs.read_metrics``)."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                self.metrics_keys = sorted(next(csv.reader(file), []))
+
+
+class ResumableCSVLogger(CSVLogger):
+    """Lightning's CSVLogger that keeps the metrics of earlier attempts of the same run."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
