@@ -303,7 +303,6 @@ def write_analysis(paths: Sequence[Path], out: Path) -> Path:
         )
     out.mkdir(parents=True, exist_ok=True)
     found = comparisons(runs)
-    rank, seed = [c for c in found if c.kind == "rank"], [c for c in found if c.kind == "seed"]
     lines = [
         "# LoRA subspace analysis",
         "",
@@ -311,46 +310,13 @@ def write_analysis(paths: Sequence[Path], out: Path) -> Path:
         "learned A matrices (Hu et al. 2021, section 7.2): 1 = one top subspace contains the other, "
         "0 = orthogonal; random subspaces of dimension d give max(i, j) / d.",
         "",
-        f"{len(runs)} LoRA runs: "
-        + ", ".join(
-            f"{task} ({model}) r={r}: {n}"
-            for (task, model, r), n in sorted(
-                Counter((run.task, run.model, run.r) for run in runs).items(),
-                key=lambda item: (str(item[0][0]), str(item[0][1]), item[0][2]),  # r=4 before r=16
-            )
-        )
-        + ".",
+        f"{len(runs)} LoRA runs: {runs_text(runs)}.",
         "",
         "## Reading",
         "",
         reading(found),
-        "",
-        "## Rank vs rank (same seed)",
-        "",
-    ]
-    if rank:
-        header = ["task", "model", "r (i)", "r (j)", "pairs", "φ(1,1) first", "φ(1,1) last", "φ(1,1) mean",
-                  "φ(1,r) mean", "random φ(1,r)", "mean φ over i,j"]  # fmt: skip
-        lines.append(markdown_table(pd.DataFrame(rank_rows(rank), columns=header)))
-        for c in rank:
-            path = plot_comparison(c, out / f"rank_{c.task}_{c.model}_r{c.r1}_vs_r{c.r2}.png")
-            lines += ["", f"![{c.task}: r={c.r1} vs r={c.r2}]({path.name})"]
-    else:
-        lines.append("No pairs: needs LoRA runs of different r with the same seed on the same task; skipped.")
-    lines += ["", "## Seed vs seed (same r)", ""]
-    if seed:
-        header = ["task", "model", "r", "pairs", "φ(1,1) first", "φ(1,1) last", "φ(1,1) mean", "φ(r,r) mean",
-                  "random φ(r,r)", "mean φ over i,j"]  # fmt: skip
-        lines.append(markdown_table(pd.DataFrame(seed_rows(seed), columns=header)))
-        for c in seed:
-            if c.r1 > 1:  # a 1 x 1 heatmap says no more than the table
-                path = plot_comparison(c, out / f"seed_{c.task}_{c.model}_r{c.r1}.png")
-                lines += ["", f"![{c.task}: seed vs seed at r={c.r1}]({path.name})"]
-    else:
-        lines.append(
-            "No pairs: needs LoRA runs of the same r with different seeds on the same task; skipped."
-        )
-    lines += [
+        *rank_section([c for c in found if c.kind == "rank"], out),
+        *seed_section([c for c in found if c.kind == "seed"], out),
         "",
         "Columns: *first*/*last* are the first and last adapted modules by layer, *mean* averages over all "
         "adapted modules. Same-seed runs may share part of A's random initialisation, which raises φ "
@@ -361,6 +327,44 @@ def write_analysis(paths: Sequence[Path], out: Path) -> Path:
     analysis = out / "analysis.md"
     analysis.write_text("\n".join(lines) + "\n")
     return analysis
+
+
+def runs_text(runs: list[LoraRun]) -> str:
+    """``mrpc (minilm) r=4: 3, ...``: how many runs of each task, model and rank."""
+    counts = Counter((run.task, run.model, run.r) for run in runs)
+    ordered = sorted(counts.items(), key=lambda item: (str(item[0][0]), str(item[0][1]), item[0][2]))
+    return ", ".join(f"{task} ({model}) r={r}: {n}" for (task, model, r), n in ordered)  # r=4 before r=16
+
+
+def rank_section(rank: list[SubspaceComparison], out: Path) -> list[str]:
+    lines = ["", "## Rank vs rank (same seed)", ""]
+    if not rank:
+        return lines + [
+            "No pairs: needs LoRA runs of different r with the same seed on the same task; skipped."
+        ]
+    header = ["task", "model", "r (i)", "r (j)", "pairs", "φ(1,1) first", "φ(1,1) last", "φ(1,1) mean",
+              "φ(1,r) mean", "random φ(1,r)", "mean φ over i,j"]  # fmt: skip
+    lines.append(markdown_table(pd.DataFrame(rank_rows(rank), columns=header)))
+    for c in rank:
+        path = plot_comparison(c, out / f"rank_{c.task}_{c.model}_r{c.r1}_vs_r{c.r2}.png")
+        lines += ["", f"![{c.task}: r={c.r1} vs r={c.r2}]({path.name})"]
+    return lines
+
+
+def seed_section(seed: list[SubspaceComparison], out: Path) -> list[str]:
+    lines = ["", "## Seed vs seed (same r)", ""]
+    if not seed:
+        return lines + [
+            "No pairs: needs LoRA runs of the same r with different seeds on the same task; skipped."
+        ]
+    header = ["task", "model", "r", "pairs", "φ(1,1) first", "φ(1,1) last", "φ(1,1) mean", "φ(r,r) mean",
+              "random φ(r,r)", "mean φ over i,j"]  # fmt: skip
+    lines.append(markdown_table(pd.DataFrame(seed_rows(seed), columns=header)))
+    for c in seed:
+        if c.r1 > 1:  # a 1 x 1 heatmap says no more than the table
+            path = plot_comparison(c, out / f"seed_{c.task}_{c.model}_r{c.r1}.png")
+            lines += ["", f"![{c.task}: seed vs seed at r={c.r1}]({path.name})"]
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -35,11 +35,9 @@ def run_labels(run_dir: Path, results: RunResults) -> dict[int, str] | None:
     if labels:
         return dict(enumerate(labels))
     if (run_dir / SAVED_CONFIG).is_file():
-        from omegaconf import OmegaConf
+        from peft_glue.training.config import build, load_saved_config
 
-        from peft_glue.training.config import build
-
-        return build(OmegaConf.load(run_dir / SAVED_CONFIG).task).id2label
+        return build(load_saved_config(run_dir / SAVED_CONFIG).task).id2label
     return None
 
 

@@ -31,7 +31,7 @@ from peft_glue.errors import UserError, exit_with
 from peft_glue.record import SAVED_CONFIG
 from peft_glue.training.artifacts import per_split, write_submission, write_submissions
 from peft_glue.training.components import assemble
-from peft_glue.training.config import register_resolvers
+from peft_glue.training.config import load_saved_config, register_resolvers
 from peft_glue.training.data import GlueDataModule
 from peft_glue.training.module import GlueClassifier
 from peft_glue.training.run_settings import require_run, split_settings
@@ -125,7 +125,7 @@ def predict(
         raise UserError(f"run={run_dir} has no {SAVED_CONFIG}; give the folder of a peft_glue run")
     overrides = overrides or {}
     trainer = one_device_trainer(overrides)
-    cfg = OmegaConf.load(config_file)
+    cfg = load_saved_config(config_file)
     for key, value in overrides.items():
         OmegaConf.update(cfg, key, value, merge=False)
     export_dir = get_class(cfg.method._target_).export_dir  # a class attribute: nothing built twice
@@ -146,7 +146,7 @@ def predict(
         virtual_tokens=parts.method.virtual_tokens,
         **data_cfg,
     )
-    module = GlueClassifier(parts.model.eval(), parts.task, lr=1.0)
+    module = GlueClassifier(parts.model.eval(), parts.task, **cfg.optimizer)  # the run's: nothing trains
     splits = datamodule.submission_splits()
     predictions = per_split(trainer.predict(module, datamodule=datamodule), splits)
     folder = out_dir or run_dir

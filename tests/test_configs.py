@@ -102,3 +102,19 @@ def test_missing_shared_glue_skips_locally_and_fails_under_ci(monkeypatch):
     with pytest.raises(BaseException) as outcome:
         shared_glue(missing)
     assert type(outcome.value) is pytest.fail.Exception and "CI=true" in str(outcome.value)
+
+
+def test_a_config_saved_before_the_wings_builds_its_task_and_method(tmp_path):
+    """Run folders trained before the reshape name ``peft_glue.methods.LoRA``; predict and export still build
+    them."""
+    from peft_glue.training.config import build, load_saved_config
+
+    saved = tmp_path / "config.yaml"
+    saved.write_text(
+        "task:\n  _target_: peft_glue.tasks.RTE\nmethod:\n  _target_: peft_glue.methods.BitFit\n  lr: 0.001\n"
+        "logger:\n  csv:\n    _target_: peft_glue.callbacks.ResumableCSVLogger\n"
+    )
+    cfg = load_saved_config(saved)
+    assert type(build(cfg.task)).__module__ == "peft_glue.training.tasks"
+    assert type(build(cfg.method)).__name__ == "BitFit"
+    assert cfg.logger.csv._target_ == "peft_glue.training.tracking.ResumableCSVLogger"

@@ -43,6 +43,25 @@ def register_resolvers() -> None:
     register_schema()
 
 
+# where classes named by the ``_target_`` of configs saved before the two wings lived then -> now
+MOVED_TARGETS = {
+    "peft_glue.methods.": "peft_glue.training.methods.",
+    "peft_glue.tasks.": "peft_glue.training.tasks.",
+    "peft_glue.callbacks.ResumableCSVLogger": "peft_glue.training.tracking.ResumableCSVLogger",
+    "peft_glue.callbacks.": "peft_glue.training.callbacks.",
+    "peft_glue.tracking.": "peft_glue.training.tracking.",
+}
+
+
+def load_saved_config(path: Path) -> DictConfig:
+    """A run folder's saved config (``.hydra/config.yaml``) as this version builds it: the ``_target_`` of
+    a class that has moved since the run was trained names its new module."""
+    text = path.read_text()
+    for old, new in MOVED_TARGETS.items():
+        text = text.replace(f"_target_: {old}", f"_target_: {new}")
+    return OmegaConf.create(text)
+
+
 def build(node: DictConfig, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate``, letting a UserError raised by the target through unwrapped."""
     try:

@@ -102,49 +102,12 @@ def normalised_text_columns(task: GlueTask) -> list[str]:
 
 def read_glue_tsv(path: Path, task: GlueTask) -> Dataset:
     """A GLUE TSV: tab-separated, no quoting (sentences hold unbalanced quotes), maybe a UTF-8 BOM, maybe
-    no header row (CoLA's train and dev: ``task.headerless_columns``)."""
-    with open(path, encoding="utf-8-sig") as file:
-        header = file.readline().rstrip("\r\n").split("\t")
-    missing = [column for column in task.text_columns if column not in header]
-    headerless = bool(missing) and task.headerless_columns is not None
-    if headerless:
-        if len(header) != len(task.headerless_columns):
-            raise UserError(
-                f"{path} line 1 has {len(header)} tab-separated fields; a {task.name} file without a header "
-                f"has {len(task.headerless_columns)} ({', '.join(task.headerless_columns)})"
-            )
-        header = list(task.headerless_columns)
-    elif missing:
-        raise UserError(
-            f"{path} lacks the column(s) {missing}; its header must name {list(task.text_columns)}"
-        )
+    no header row (CoLA's train and dev: ``task.headerless_columns``); every row checked, then normalised to
+    ``idx``, the task's sentence columns and ``label``."""
+    header, headerless = glue_header(path, task)
     first_line = 1 if headerless else 2  # the file's line number of the first row
     check_rows(path, header, task.text_columns, first_line)
-    try:
-        with warnings.catch_warnings():
-            # a row with more fields than the header would silently lose data: make pandas' warning an error
-            warnings.simplefilter("error", ParserWarning)
-            table = load_dataset(
-                "csv",
-                data_files=str(path),
-                split="train",
-                sep="\t",
-                quoting=csv.QUOTE_NONE,
-                encoding="utf-8-sig",
-                na_filter=False,
-                index_col=False,
-                features=Features({column: Value("string") for column in header}),
-                **({"header": None, "column_names": header} if headerless else {}),
-            )
-    except ValueError as error:
-        if "corresponds to no data" in str(error):
-            raise UserError(
-                f"{path} has a header but no rows (an empty split); fix or re-download it"
-            ) from error
-        raise UserError(f"{path} is not a well-formed GLUE TSV ({error}); fix or re-download it") from error
-    except (DatasetGenerationError, ParserWarning) as error:
-        cause = str(error.__cause__ or error).strip().splitlines()[-1]
-        raise UserError(f"{path} is not a well-formed GLUE TSV ({cause}); fix or re-download it") from error
+    table = load_tsv(path, header, headerless)
     labelled = task.label_column in header
     index_column = (
         task.index_column if task.index_column in header else "index" if "index" in header else None
@@ -181,6 +144,57 @@ def read_glue_tsv(path: Path, task: GlueTask) -> Dataset:
         features=normalised_features(task),
         desc=f"read {path.name}",
     )
+
+
+def glue_header(path: Path, task: GlueTask) -> tuple[list[str], bool]:
+    """The file's column names, and whether it has no header row (then the task's ``headerless_columns``)."""
+    with open(path, encoding="utf-8-sig") as file:
+        header = file.readline().rstrip("\r\n").split("\t")
+    missing = [column for column in task.text_columns if column not in header]
+    headerless = bool(missing) and task.headerless_columns is not None
+    if headerless:
+        if len(header) != len(task.headerless_columns):
+            raise UserError(
+                f"{path} line 1 has {len(header)} tab-separated fields; a {task.name} file without a header "
+                f"has {len(task.headerless_columns)} ({', '.join(task.headerless_columns)})"
+            )
+        header = list(task.headerless_columns)
+    elif missing:
+        raise UserError(
+            f"{path} lacks the column(s) {missing}; its header must name {list(task.text_columns)}"
+        )
+    return header, headerless
+
+
+def load_tsv(path: Path, header: list[str], headerless: bool) -> Dataset:
+    """The file as a table of strings (``datasets``' csv reader: no quoting, no NA guessing); a malformed
+    file is one line."""
+    try:
+        with warnings.catch_warnings():
+            # a row with more fields than the header would silently lose data: make pandas' warning an error
+            warnings.simplefilter("error", ParserWarning)
+            table = load_dataset(
+                "csv",
+                data_files=str(path),
+                split="train",
+                sep="\t",
+                quoting=csv.QUOTE_NONE,
+                encoding="utf-8-sig",
+                na_filter=False,
+                index_col=False,
+                features=Features({column: Value("string") for column in header}),
+                **({"header": None, "column_names": header} if headerless else {}),
+            )
+    except ValueError as error:
+        if "corresponds to no data" in str(error):
+            raise UserError(
+                f"{path} has a header but no rows (an empty split); fix or re-download it"
+            ) from error
+        raise UserError(f"{path} is not a well-formed GLUE TSV ({error}); fix or re-download it") from error
+    except (DatasetGenerationError, ParserWarning) as error:
+        cause = str(error.__cause__ or error).strip().splitlines()[-1]
+        raise UserError(f"{path} is not a well-formed GLUE TSV ({cause}); fix or re-download it") from error
+    return table
 
 
 def check_rows(path: Path, columns: list[str], text_columns: tuple[str, ...], first_line: int) -> None:
