@@ -336,34 +336,54 @@ def runs_text(runs: list[LoraRun]) -> str:
     return ", ".join(f"{task} ({model}) r={r}: {n}" for (task, model, r), n in ordered)  # r=4 before r=16
 
 
+RANK_COLUMNS = ["task", "model", "r (i)", "r (j)", "pairs", "φ(1,1) first", "φ(1,1) last", "φ(1,1) mean",
+                "φ(1,r) mean", "random φ(1,r)", "mean φ over i,j"]  # fmt: skip
+SEED_COLUMNS = ["task", "model", "r", "pairs", "φ(1,1) first", "φ(1,1) last", "φ(1,1) mean", "φ(r,r) mean",
+                "random φ(r,r)", "mean φ over i,j"]  # fmt: skip
+
+
 def rank_section(rank: list[SubspaceComparison], out: Path) -> list[str]:
-    lines = ["", "## Rank vs rank (same seed)", ""]
-    if not rank:
-        return lines + [
-            "No pairs: needs LoRA runs of different r with the same seed on the same task; skipped."
-        ]
-    header = ["task", "model", "r (i)", "r (j)", "pairs", "φ(1,1) first", "φ(1,1) last", "φ(1,1) mean",
-              "φ(1,r) mean", "random φ(1,r)", "mean φ over i,j"]  # fmt: skip
-    lines.append(markdown_table(pd.DataFrame(rank_rows(rank), columns=header)))
-    for c in rank:
-        path = plot_comparison(c, out / f"rank_{c.task}_{c.model}_r{c.r1}_vs_r{c.r2}.png")
-        lines += ["", f"![{c.task}: r={c.r1} vs r={c.r2}]({path.name})"]
-    return lines
+    figures = [
+        (c, f"rank_{c.task}_{c.model}_r{c.r1}_vs_r{c.r2}.png", f"{c.task}: r={c.r1} vs r={c.r2}")
+        for c in rank
+    ]
+    return pairs_section(
+        "Rank vs rank (same seed)",
+        "of different r with the same seed",
+        rank_rows(rank),
+        RANK_COLUMNS,
+        figures,
+        out,
+    )
 
 
 def seed_section(seed: list[SubspaceComparison], out: Path) -> list[str]:
-    lines = ["", "## Seed vs seed (same r)", ""]
-    if not seed:
-        return lines + [
-            "No pairs: needs LoRA runs of the same r with different seeds on the same task; skipped."
-        ]
-    header = ["task", "model", "r", "pairs", "φ(1,1) first", "φ(1,1) last", "φ(1,1) mean", "φ(r,r) mean",
-              "random φ(r,r)", "mean φ over i,j"]  # fmt: skip
-    lines.append(markdown_table(pd.DataFrame(seed_rows(seed), columns=header)))
-    for c in seed:
-        if c.r1 > 1:  # a 1 x 1 heatmap says no more than the table
-            path = plot_comparison(c, out / f"seed_{c.task}_{c.model}_r{c.r1}.png")
-            lines += ["", f"![{c.task}: seed vs seed at r={c.r1}]({path.name})"]
+    figures = [  # a 1 x 1 heatmap says no more than the table
+        (c, f"seed_{c.task}_{c.model}_r{c.r1}.png", f"{c.task}: seed vs seed at r={c.r1}")
+        for c in seed
+        if c.r1 > 1
+    ]
+    return pairs_section(
+        "Seed vs seed (same r)",
+        "of the same r with different seeds",
+        seed_rows(seed),
+        SEED_COLUMNS,
+        figures,
+        out,
+    )
+
+
+def pairs_section(
+    title: str, needs: str, rows: list[list[str]], columns: list[str], figures: list[tuple], out: Path
+) -> list[str]:
+    """A section of pairs: their table and a heatmap per (comparison, file name, caption) of ``figures``."""
+    lines = ["", f"## {title}", ""]
+    if not rows:
+        return [*lines, f"No pairs: needs LoRA runs {needs} on the same task; skipped."]
+    lines.append(markdown_table(pd.DataFrame(rows, columns=columns)))
+    for comparison, name, caption in figures:
+        path = plot_comparison(comparison, out / name)
+        lines += ["", f"![{caption}]({path.name})"]
     return lines
 
 
