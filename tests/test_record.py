@@ -101,3 +101,22 @@ def test_the_results_commands_never_import_torch():
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("command", "fragment"),
+    [
+        ("peft_glue.report", "no results.json found below"),
+        ("peft_glue.analyze", "no LoRA adapter"),
+        ("peft_glue.submit", "no completed run with submission files below"),
+    ],
+)
+def test_a_results_command_given_no_runs_fails_in_one_line(tmp_path, command, fragment):
+    (tmp_path / "empty").mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", command, str(tmp_path / "empty"), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode != 0
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1 and fragment in done.stderr
