@@ -19,6 +19,7 @@ from transformers import AutoModelForSequenceClassification
 from peft_glue.export import export
 from peft_glue.export import main as export_main
 from peft_glue.predict import main as predict_main
+from peft_glue.record import RunResults
 from peft_glue.results.card import write_cards
 from peft_glue.training.components import assemble
 
@@ -164,7 +165,7 @@ def test_card_of_a_bitfit_run_with_a_carved_validation_split(tmp_path):
         "test": {"loss": 0.5, "accuracy": 0.7, "f1": 0.78, "acc_and_f1": 0.74},
         "exports": {"weights": "/moved/elsewhere/bitfit"},
     }
-    (card,) = write_cards(tmp_path, results)
+    (card,) = write_cards(tmp_path, RunResults.from_dict(results))
     meta = front_matter(card)
     assert meta["base_model"] == "bert-base-uncased" and meta["library_name"] == "transformers"
     assert meta["metrics"] == ["accuracy", "f1"]

@@ -105,16 +105,15 @@ def test_a_toy_task_and_method_train_predict_and_report(tiny_bert, tmp_path):
         )
         train(compose_cfg(overrides, run_dir), record)
         results = read_results(run_dir)
-        assert results["status"] == "completed", results.get("error")
-        assert results["task_info"]["metrics"] == ["accuracy"] and results["method_info"]["order"] == -1
+        assert results.status == "completed", results.error
+        assert results.task_info.metrics == ["accuracy"] and results.method_info.order == -1
         # three classes, predicted and written by their names
         submission = (run_dir / "MOOD.tsv").read_text().splitlines()
         assert submission[0] == "index\tprediction" and len(submission) == 13
         assert {line.split("\t")[1] for line in submission[1:]} <= {"sad", "plain", "glad"}
         assert (run_dir / "top_layers" / "weights.safetensors").is_file()
     assert (
-        read_results(sweep / "layers=0")["trainable_params"]
-        < read_results(sweep / "layers=2")["trainable_params"]
+        read_results(sweep / "layers=0").trainable_params < read_results(sweep / "layers=2").trainable_params
     )
 
     report = write_report([sweep], tmp_path / "report").read_text()

@@ -280,8 +280,8 @@ def tiny_run(tiny_bert: Path, glue: Path, run_dir: Path, task: str, method: str,
     record = RunRecord(run_dir, task=task, method={"name": method}, model="tiny", seed=42)
     train(compose_cfg(overrides, run_dir), record)
     results = read_results(run_dir)
-    assert results["status"] == "completed", results.get("error")
-    return results
+    assert results.status == "completed", results.error
+    return results.to_dict()
 
 
 @pytest.mark.parametrize(("task", "method", "files", "monitor"), [
@@ -373,8 +373,8 @@ def test_minilm_learns_real_rte_and_stsb_in_one_epoch(tmp_path, task, method, lr
     record = RunRecord(tmp_path, task=task, method={"name": method}, model="minilm", seed=42)
     train(compose_cfg(overrides, tmp_path), record)
     results = read_results(tmp_path)
-    assert results["status"] == "completed", results.get("error")
-    value = results["val"]["best"][metric]
+    assert results.status == "completed", results.error
+    value = results.best[metric]
     if task == "rte":  # in counts: a float32 accuracy of exactly the majority share can exceed its float64
         majority, pairs = rte_majority()
         assert round(value * pairs) > majority

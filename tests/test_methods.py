@@ -68,7 +68,7 @@ def test_model_config_carries_bert_base_architecture():
 
 @pytest.mark.parametrize("r", [0, -3])
 def test_lora_rank_below_one_is_refused(r):
-    with pytest.raises(UserError, match="method.r must be"):
+    with pytest.raises(UserError, match="is not valid: expected a number >= 1, e.g. method.r=8"):
         LoRA(lr=1e-3, r=r)
 
 

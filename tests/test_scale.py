@@ -248,19 +248,18 @@ def test_ddp_evaluates_exactly_like_one_process(tiny_bert, tiny_glue, tmp_path):
 def test_joblib_runs_jobs_side_by_side(tiny_bert, tiny_glue, tmp_path):
     sweep = tmp_path / "sweep"
     result = run_cli(
-        "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "method=lora", "method.r=1,4,0",
+        "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "method=lora",
+        "data.validation_size=8,10,1000",
         *tiny_overrides(tiny_bert, tiny_glue), "trainer.max_epochs=1", f"hydra.sweep.dir={sweep}",
         "data.num_workers=1",  # as on a GPU: dataloader workers inside joblib's worker processes
         cwd=tmp_path,
     )  # fmt: skip
-    # r=0 fails by design: the failed-jobs report still reads the results of jobs run by joblib's workers
+    # a validation split larger than the training set fails by design (only the data can tell): the
+    # failed-jobs report still reads the results of jobs run by joblib's workers
     assert result.returncode == 1 and "1 job(s) failed: 2_" in result.stderr, result.stderr[-3000:]
     results = [read_results(path.parent) for path in sorted(sweep.glob("*/results.json"))]
-    assert [(r["method"]["r"], r["status"]) for r in results] == [
-        (1, "completed"),
-        (4, "completed"),
-        (0, "failed"),
-    ]
+    expected = [(8, "completed"), (10, "completed"), (1000, "failed")]
+    assert [(r["validation_size"], r["status"]) for r in results] == expected
     cores = len(os.sched_getaffinity(0))
     assert all(r["threads"] == max(1, cores // 2) for r in results[:2])  # the cores shared by 2 jobs
 

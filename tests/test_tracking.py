@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from peft_glue.record import RunResults
 from peft_glue.training.tracking import final_metrics
 from tests.conftest import compose_cfg, run_cli, tiny_overrides
 
@@ -83,7 +84,7 @@ def test_final_metrics_are_the_flat_numbers_of_results_json():
         "method": {"name": "lora", "r": 8},
         "merge_flag": True,
     }
-    assert final_metrics(record) == {
+    assert final_metrics(RunResults.from_dict(record)) == {
         "trainable_params": 1090,
         "trainable_percent": 4.8,
         "train_samples_per_second": 29.1,
@@ -94,7 +95,7 @@ def test_final_metrics_are_the_flat_numbers_of_results_json():
         "test/accuracy": 0.7,
         "test/f1": 0.8,
     }
-    assert final_metrics({"val": None, "test": None}) == {}
+    assert final_metrics(RunResults(val=None, test=None)) == {}
 
 
 def test_wandb_offline_runs_in_each_job_folder_hold_config_and_final_metrics(tiny_bert, tiny_glue, tmp_path):
