@@ -282,6 +282,25 @@ def test_html_report_holds_every_table_and_figure_of_report_md(tmp_path):
         assert base64.b64decode(source.split(",", 1)[1]) == (tmp_path / "report" / name).read_bytes()
 
 
+def test_html_trade_off_is_interactive_with_plotly_inlined(tmp_path):
+    """Hovering a point of the trade-off figure reads its method, rate, seeds and value; plotly.js is in the
+    page itself, no script is fetched."""
+    root = write_sweep(tmp_path / "runs", ["full", "lora"], seeds=(1, 2, 4))
+    write_report([root], tmp_path / "report", aso_iterations=0)
+    text = (tmp_path / "report" / "report.html").read_text()
+    spec = (tmp_path / "report" / "tradeoff_mrpc.plotly.json").read_text()
+    assert "<script src" not in text and len(text) > 1_000_000  # plotly.js, some 4.8 MB, inlined
+    assert spec.replace("</", "<\\/") in text and 'Plotly.newPlot("interactive-1"' in text
+    hovers = {
+        trace["name"]: trace["hovertemplate"]
+        for trace in json.loads(spec)["data"]
+        if "hovertemplate" in trace
+    }
+    lora = [0.78 + (s - 1) / 100 + 0.004 * s**2 for s in (1, 2, 4)]
+    assert f"lr 0.001, seeds 1, 2, 4<br>test accuracy {100 * sum(lora) / 3:.1f}" in hovers["lora"]
+    assert set(hovers) == {"full", "lora"}
+
+
 def browser() -> str | None:
     return next(
         (shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None
@@ -304,4 +323,5 @@ def test_html_report_renders_in_a_headless_browser(tmp_path):
     dom = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True, timeout=120)
     assert "CONSOLE" not in dom.stderr and "Uncaught" not in dom.stderr, dom.stderr[-2000:]
     assert dom.stdout.count('class="sortable"') == dom.stdout.count("<table")
+    assert 'class="main-svg"' in dom.stdout  # plotly drew the interactive trade-off figure
     print(f"screenshot: {shot}")

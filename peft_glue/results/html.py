@@ -1,6 +1,6 @@
 """report.html beside report.md: the same Markdown rendered (markdown-it-py, tables on), every figure inlined
-as base64 PNG, so that the one file opens from disk with no network, and every table sortable by a click on
-its header."""
+as base64 PNG and those with an interactive twin (``interactive``) drawn by plotly.js, itself inlined: the one
+file opens from disk with no network. Every table sorts by a click on its header."""
 
 from __future__ import annotations
 
@@ -11,8 +11,12 @@ from pathlib import Path
 from string import Template
 
 from markdown_it import MarkdownIt
+from plotly.offline import get_plotlyjs
+
+from peft_glue.results.interactive import twin_path
 
 IMAGE = re.compile(r'<img src="([^"]+)"')
+FIGURE = re.compile(r'<p><img src="([^"]+)" alt="[^"]*" /></p>')
 
 # Sorting a rendered table by a column: about fifteen lines here against an offline table library (DataTables
 # via itables is a 300 kB bundle in every page and would render the tables a second, separate way).
@@ -61,6 +65,7 @@ PAGE = Template("""<!DOCTYPE html>
 <meta charset="utf-8">
 <title>$title</title>
 <style>$style</style>
+$head_script
 </head>
 <body>
 $body
@@ -83,13 +88,42 @@ def inline_images(body: str, folder: Path) -> str:
     return IMAGE.sub(inline, body)
 
 
+def interactive_figures(body: str, folder: Path) -> tuple[str, int]:
+    """Each figure paragraph whose PNG has a plotly twin becomes that figure, the PNG folded below it; the
+    count tells whether the page needs plotly.js."""
+    count = 0
+
+    def replace(match: re.Match) -> str:
+        nonlocal count
+        twin = twin_path(folder / html.unescape(match.group(1)))
+        if not twin.is_file():
+            return match.group(0)
+        count += 1
+        figure_id = f"interactive-{count}"
+        spec = twin.read_text().replace("</", "<\\/")  # no "</script>" inside the script
+        return (
+            f'<div class="interactive" id="{figure_id}"></div>\n'
+            f"<script>(function () {{\nvar figure = {spec};\n"
+            f'Plotly.newPlot("{figure_id}", figure.data, figure.layout, {{responsive: true}});\n'
+            "})();</script>\n"
+            f"<details><summary>static image</summary>{match.group(0)}</details>"
+        )
+
+    return FIGURE.sub(replace, body), count
+
+
 def write_html(report: Path) -> Path:
     """Render ``report.md`` (its figures beside it) to ``report.html`` in the same folder."""
     text = report.read_text()
     body = MarkdownIt("commonmark").enable("table").render(text)
+    body, interactive = interactive_figures(body, report.parent)
     title = next((line[2:] for line in text.splitlines() if line.startswith("# ")), report.stem)
     page = PAGE.substitute(
-        title=html.escape(title), style=STYLE, body=inline_images(body, report.parent), script=SORT_SCRIPT
+        title=html.escape(title),
+        style=STYLE,
+        head_script=f"<script>{get_plotlyjs()}</script>" if interactive else "",
+        body=inline_images(body, report.parent),
+        script=SORT_SCRIPT,
     )
     out = report.with_suffix(".html")
     out.write_text(page)

@@ -16,6 +16,7 @@ from peft_glue.record import COMPLETED
 from peft_glue.results.comparison import TaskPick, pick_per_task
 from peft_glue.results.figures import plt, save_outside
 from peft_glue.results.formatting import fmt_value
+from peft_glue.results.interactive import Marker, Panel, write_scatter_panels
 from peft_glue.results.palette import method_color
 from peft_glue.results.stats import CONFIDENCE, Summary, summarize
 
@@ -43,6 +44,7 @@ class MethodPoint:
     lr: float
     score: Summary
     costs: dict[str, float]
+    seeds: list  # the seeds that scored
 
 
 def pareto_front(
@@ -74,7 +76,9 @@ def method_points(runs: pd.DataFrame, pick: TaskPick) -> list[MethodPoint]:
             else math.nan
             for cost in COSTS
         }
-        points.append(MethodPoint(config["label"], config["lr"], summarize(config["score"].values()), costs))
+        scores = config["score"]
+        seeds = sorted(seed for seed, value in scores.items() if pd.notna(value))
+        points.append(MethodPoint(config["label"], config["lr"], summarize(scores.values()), costs, seeds))
     return points
 
 
@@ -129,7 +133,34 @@ def plot_tradeoff(task: str, points: list[MethodPoint], monitor: str, where: str
         for p in points
     ]  # fmt: skip
     fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize="small", frameon=False)
+    write_interactive(task, points, monitor, where, drawn, path)
     return save_outside(fig, path)
+
+
+def write_interactive(
+    task: str, points: list[MethodPoint], monitor: str, where: str, drawn: list[Cost], png: Path
+) -> Path:
+    """The same figure for report.html, where hovering a point reads its method, rate, seeds and value."""
+    level = int(CONFIDENCE * 100)
+    markers = []
+    for p in points:
+        interval = (
+            ""
+            if math.isnan(p.score.low)
+            else f", {level}% CI [{100 * p.score.low:.1f}, {100 * p.score.high:.1f}]"
+        )
+        hover = (
+            f"<b>{p.label}</b><br>lr {fmt_value(p.lr)}, seeds {', '.join(map(fmt_value, p.seeds))}"
+            f"<br>{where} {monitor} {100 * p.score.mean:.1f}{interval}"
+        )
+        markers.append(Marker(p.label, method_color(p.label), 100 * p.score.mean, 100 * p.score.low,
+                              100 * p.score.high, hover))  # fmt: skip
+    panels = [
+        Panel(cost.title, cost.log_scale, [p.costs[cost.column] for p in points], front_of(points, cost))
+        for cost in drawn
+    ]
+    title = f"{task}: {where} {monitor} against cost (hover a point; click a legend entry to hide it)"
+    return write_scatter_panels(png, title, f"{where} {monitor} (%)", markers, panels)
 
 
 def draw_cost_panel(ax: plt.Axes, points: list[MethodPoint], cost: Cost) -> None:
