@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from peft_glue.record import COMPLETED
 from peft_glue.results.comparison import TaskPick, pick_per_task
@@ -179,8 +180,19 @@ def draw_cost_panel(ax: plt.Axes, points: list[MethodPoint], cost: Cost) -> None
         for k, i in enumerate(front):  # above and below in turn: neighbours on the front often lie close
             offset = (4, 5) if k % 2 == 0 else (4, -11)
             ax.annotate(points[i].label, (xs[i], ys[i]), xytext=offset, textcoords="offset points", size=8)
-    if cost.log_scale:
+    if cost.log_scale:  # ticks at 1, 2 and 5 of each decade, written 20k, 3M: readable within one decade too
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: compact_count(value)))
+        ax.xaxis.set_minor_formatter(NullFormatter())
     better = "fewer is better" if cost.lower_is_better else "more is better"
     ax.set_xlabel(f"{cost.title}{' (log scale)' if cost.log_scale else ''}, {better}")
     ax.grid(alpha=0.3)
+
+
+def compact_count(value: float) -> str:
+    """20000 -> 20k, 3000000 -> 3M: a tick label that stays short."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= scale:
+            return f"{value / scale:g}{suffix}"
+    return f"{value:g}"
