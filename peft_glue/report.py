@@ -1,6 +1,7 @@
-"""Gather the results.json of runs and sweeps into results.csv, a Markdown report and plots.
+"""Gather the results.json of runs and sweeps into results.csv, a Markdown report, its HTML twin and plots.
 
     python -m peft_glue.report outputs/method_comparison outputs/lora_rank [--out DIR] [--aso-iterations N]
+        [--baseline METHOD]
 
 Runs that differ only by seed form one configuration, reported as mean ± std (n=K). Failed, unfinished
 and dry runs are listed too, so that a missing number is never a silent gap in a table.
@@ -15,6 +16,7 @@ from peft_glue.record import COMPLETED, DRY_RUN
 from peft_glue.results.aggregate import aggregate, varying_settings
 from peft_glue.results.cli import run_folders_cli
 from peft_glue.results.comparison import comparison_section
+from peft_glue.results.html import write_html
 from peft_glue.results.runs import load_runs
 from peft_glue.results.sections import (
     curves_section,
@@ -27,11 +29,15 @@ from peft_glue.results.sections import (
     problems_section,
 )
 from peft_glue.results.stats import ASO_ITERATIONS
+from peft_glue.results.tradeoff import tradeoff_section
 
 
-def write_report(paths: Sequence[Path], out: Path, aso_iterations: int = ASO_ITERATIONS) -> Path:
-    """Write results.csv, report.md and the plots into ``out``; return the report's path.
-    ``aso_iterations`` 0 leaves out the almost-stochastic-order column (1.5 s a pair of methods)."""
+def write_report(
+    paths: Sequence[Path], out: Path, aso_iterations: int = ASO_ITERATIONS, baseline: str | None = None
+) -> Path:
+    """Write results.csv, report.md, report.html and the plots into ``out``; return report.md's path.
+    ``aso_iterations`` 0 leaves out the almost-stochastic-order column (1.5 s a pair of methods);
+    ``baseline`` is the method the forest plots compare every other one to (default: full fine-tuning)."""
     runs = load_runs(paths)
     out.mkdir(parents=True, exist_ok=True)
     public = [c for c in runs if not c.startswith("_") and c != "method_label"]
@@ -46,16 +52,18 @@ def write_report(paths: Sequence[Path], out: Path, aso_iterations: int = ASO_ITE
     settings = varying_settings(tabled)
     configs = aggregate(runs)
     lines = header(runs, tabled, paths, settings)
+    lines += tradeoff_section(runs, out)
     lines += method_task_section(configs, settings)
     lines += glue_section(runs)
     lines += hyperparameter_sweep_sections(runs, configs, settings, out)
     lines += lr_sweep_section(configs, settings, out)
-    lines += comparison_section(runs, out, aso_iterations)
+    lines += comparison_section(runs, out, aso_iterations, baseline)
     lines += curves_section(runs, out)
     lines += dry_run_section(runs, settings)
     lines += problems_section(runs, paths)
     report = out / "report.md"
     report.write_text("\n".join(lines).rstrip() + "\n")
+    write_html(report)
     return report
 
 
@@ -66,10 +74,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         "help": "bootstrap iterations of the almost-stochastic-order test per pair of methods "
         f"(default {ASO_ITERATIONS}, about 1.5 s a pair; 0 leaves the test out)",
     }
-    report = run_folders_cli(
-        argv, "python -m peft_glue.report", __doc__, "report", write_report, {"--aso-iterations": aso}
-    )
-    print(f"wrote {report}, results.csv and plots in {report.parent}")
+    baseline = {
+        "help": "the method (name or label, e.g. full, 'lora r=4') that the forest plots measure every other "
+        "one against (default: full fine-tuning where a task has it)"
+    }
+    options = {"--aso-iterations": aso, "--baseline": baseline}
+    report = run_folders_cli(argv, "python -m peft_glue.report", __doc__, "report", write_report, options)
+    print(f"wrote {report}, report.html, results.csv and plots in {report.parent}")
 
 
 if __name__ == "__main__":

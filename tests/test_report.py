@@ -65,9 +65,9 @@ def write_run(
     (folder / "results.json").write_text(json.dumps(record))
     if metrics:
         (folder / "metrics.csv").write_text(
-            "epoch,lr-AdamW/pg1,step,train/loss,val/accuracy,val/f1,val/loss\n"
-            ",0.001,9,,,,\n0,,9,0.69,,,\n0,,19,0.62,,,\n0,,19,,0.70,0.80,0.6\n"
-            "1,,29,0.55,,,\n1,,39,0.41,,,\n1,,39,,0.78,0.84,0.5\n"
+            "epoch,lr-AdamW/pg1,step,train/loss,val/accuracy,val/f1,val/acc_and_f1,val/loss\n"
+            ",0.001,9,,,,,\n0,,9,0.69,,,,\n0,,19,0.62,,,,\n0,,19,,0.70,0.80,0.75,0.6\n"
+            "1,,29,0.55,,,,\n1,,39,0.41,,,,\n1,,39,,0.78,0.84,0.81,0.5\n"
         )
     return folder
 
@@ -205,9 +205,9 @@ def test_lr_sweep_is_a_method_by_lr_table_with_a_plot(tmp_path):
 
 def test_training_curves_come_from_metrics_csv(sweep):
     report = write_report([sweep], sweep / "report").read_text()
-    assert is_png(sweep / "report" / "curves_mrpc.png")
+    assert is_png(sweep / "report" / "curves_mrpc.png") and is_png(sweep / "report" / "loss_mrpc.png")
     curves = section(report, "Training curves")
-    assert "](curves_mrpc.png)" in curves
+    assert "](curves_mrpc.png)" in curves and "](loss_mrpc.png)" in curves
     # no SST-2 run has a metrics.csv: the plot is skipped with a note
     assert not (sweep / "report" / "curves_sst2.png").exists()
     assert "sst2: no `metrics.csv` with logged metrics; plot skipped." in curves

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from peft_glue.record import COMPLETED
+from peft_glue.results.forest import check_baseline, forest_lines
 from peft_glue.results.formatting import fmt_value, markdown_table, mean_std
 from peft_glue.results.lr_selection import configurations, pick_learning_rates
 from peft_glue.results.plots import plot_selection
@@ -26,6 +28,7 @@ from peft_glue.results.stats import (
     ASO_ITERATIONS,
     CONFIDENCE,
     WILCOXON_MIN_PAIRS,
+    Paired,
     almost_stochastic_order,
     false_discovery_adjusted,
     paired_test,
@@ -54,23 +57,48 @@ def lr_text(config: dict) -> str:
     return f"**{fmt_value(config['lr'])}** of {', '.join(fmt_value(lr) for lr in grid)}"
 
 
-def comparison_section(runs: pd.DataFrame, out: Path, aso_iterations: int = ASO_ITERATIONS) -> list[str]:
-    lines = ["", "## Comparisons: learning rate picked on validation, test at that rate", ""]
+@dataclass(frozen=True)
+class TaskPick:
+    """One task's configurations at their picked learning rates, and what they are scored on."""
+
+    task: str
+    monitor: str
+    on_test: bool  # scored on the test split; else on validation (optimistic)
+    picked: list[dict]
+    expected_seeds: set  # every seed the sweep ran for this task, in any status
+
+
+def pick_per_task(runs: pd.DataFrame) -> list[TaskPick]:
+    """Per task with completed runs, each family's configuration at its picked rate (``pick_learning_rates``):
+    the one selection that the comparison tables and the trade-off and forest figures all show."""
     done = runs[runs["status"] == COMPLETED]
-    if done.empty:
-        return lines + ["No completed runs."]
-    level = int(CONFIDENCE * 100)
+    found = []
     for task in sorted(done["task"].dropna().unique()):
-        task_runs, task_done = runs[runs["task"] == task], done[done["task"] == task]
+        task_done = done[done["task"] == task]
         monitor = monitored(task_done)
         val_col, test_col = f"val.best.{monitor}", f"test.{monitor}"
-        on_test = test_col in task_done and task_done[test_col].notna().all()
-        score_col = test_col if on_test else val_col
-        expected = set(task_runs["seed"].dropna())  # every seed the sweep ran for this task, in any status
-        picked = pick_learning_rates(configurations(task_done, val_col, score_col))
+        on_test = bool(test_col in task_done and task_done[test_col].notna().all())
+        picked = pick_learning_rates(configurations(task_done, val_col, test_col if on_test else val_col))
+        expected = set(runs.loc[runs["task"] == task, "seed"].dropna())
+        found.append(TaskPick(task, monitor, on_test, picked, expected))
+    return found
+
+
+def comparison_section(
+    runs: pd.DataFrame, out: Path, aso_iterations: int = ASO_ITERATIONS, baseline: str | None = None
+) -> list[str]:
+    """``baseline``: the method (label or name) the forest plots measure every other one against; None
+    takes full fine-tuning where a task has it."""
+    lines = ["", "## Comparisons: learning rate picked on validation, test at that rate", ""]
+    if not (runs["status"] == COMPLETED).any():
+        return lines + ["No completed runs."]
+    check_baseline(runs, baseline)
+    level = int(CONFIDENCE * 100)
+    for pick in pick_per_task(runs):
+        task, monitor, picked = pick.task, pick.monitor, pick.picked
         where = (
             "test split (GLUE dev; validation carved from train)"
-            if on_test
+            if pick.on_test
             else "validation split (no test split with labels: the values that picked the epoch and the "
             "rate, so they are optimistic)"
         )
@@ -85,7 +113,7 @@ def comparison_section(runs: pd.DataFrame, out: Path, aso_iterations: int = ASO_
         rows = []
         for config in picked:
             scores = summarize(config["score"].values())
-            missing = expected - set(config["score"])
+            missing = pick.expected_seeds - set(config["score"])
             rows.append(
                 {
                     "method": config["label"],
@@ -104,42 +132,66 @@ def comparison_section(runs: pd.DataFrame, out: Path, aso_iterations: int = ASO_
                 "",
                 f"![{task}: validation {monitor} vs learning rate, picked rate starred]({path.name})",
             ]
-        lines += pairs_table(picked, monitor, level, aso_iterations)
+        pairs = compare_pairs(picked)
+        lines += forest_lines(task, picked, pairs, monitor, baseline, out)
+        lines += pairs_table(pairs, monitor, level, aso_iterations)
     return lines
 
 
-def pairs_table(picked: list[dict], monitor: str, level: int, aso_iterations: int) -> list[str]:
-    # configurations with another model, data or budget are not compared
+@dataclass(frozen=True)
+class Pair:
+    """Two picked configurations compared on the seeds both completed."""
+
+    a: dict
+    b: dict
+    seeds: list
+    left_out: set  # seeds only one of the two completed
+    test: Paired  # of a - b
+    p_adjusted: float  # the paired t-test's p, Benjamini-Hochberg over every pair of the task
+
+
+def compare_pairs(picked: list[dict]) -> list[Pair]:
+    """Every pair of picked configurations with the same settings (another model, data or budget is not
+    compared), paired over their common seeds; the pairs table and the forest plot both read these."""
     pairs = [(a, b) for a, b in itertools.combinations(picked, 2) if a["context"] == b["context"]]
-    rows, p_values, asos = [], [], []
+    compared = []
     for a, b in pairs:
         common = sorted(set(a["score"]) & set(b["score"]))
         left_out = (set(a["score"]) | set(b["score"])) - set(common)
-        a_scores, b_scores = [a["score"][s] for s in common], [b["score"][s] for s in common]
-        test = paired_test(a_scores, b_scores)
-        p_values.append(test.p_t)
+        test = paired_test([a["score"][s] for s in common], [b["score"][s] for s in common])
+        compared.append((a, b, common, left_out, test))
+    adjusted = false_discovery_adjusted([test.p_t for *_, test in compared])
+    return [Pair(*fields, p) for fields, p in zip(compared, adjusted, strict=True)]
+
+
+def pairs_table(pairs: list[Pair], monitor: str, level: int, aso_iterations: int) -> list[str]:
+    rows, asos = [], []
+    for pair in pairs:
+        test = pair.test
         if aso_iterations:  # each direction is its own claim: a high ε_min for A>B does not say B>A
+            a_scores = [pair.a["score"][s] for s in pair.seeds]
+            b_scores = [pair.b["score"][s] for s in pair.seeds]
             asos.append(
                 [
                     almost_stochastic_order(x, y, len(pairs), aso_iterations)
                     for x, y in ((a_scores, b_scores), (b_scores, a_scores))
                 ]
             )
+        left_out = pair.left_out
         rows.append(
             {
-                "A vs B": f"{a['label']} vs {b['label']}",
+                "A vs B": f"{pair.a['label']} vs {pair.b['label']}",
                 "seeds": f"{test.n}" + (f" (without {seeds_text(left_out)})" if left_out else ""),
                 "A − B": pct(test.mean_diff),
                 f"{level}% CI": f"[{pct(test.diff_low)}, {pct(test.diff_high)}]",
                 "paired t p": p_value(test.p_t),
                 "Wilcoxon p": p_value(test.p_wilcoxon),
                 "Cohen's d": "–" if math.isnan(test.cohens_d) else f"{test.cohens_d:.2f}",
+                "paired t p (BH)": p_value(pair.p_adjusted),
             }
         )
     if not rows:
         return []
-    for row, adjusted in zip(rows, false_discovery_adjusted(p_values), strict=True):
-        row["paired t p (BH)"] = p_value(adjusted)
     if aso_iterations:
         for row, directions in zip(rows, asos, strict=True):
             for name, eps in zip(("ASO ε A>B", "ASO ε B>A"), directions, strict=True):

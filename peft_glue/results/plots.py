@@ -1,25 +1,18 @@
-"""The report's figures (matplotlib, headless): sweeps, learning-rate selection, training curves."""
+"""The report's sweep figures (matplotlib, headless): hyperparameter and learning-rate sweeps, selection."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")  # headless: no display on training machines
-
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from peft_glue.record import COMPLETED  # noqa: E402
-from peft_glue.results.aggregate import best_values  # noqa: E402
-from peft_glue.results.formatting import fmt_value  # noqa: E402
-from peft_glue.results.runs import monitored, read_metrics  # noqa: E402
-from peft_glue.results.stats import summarize  # noqa: E402
-
-LOSS_WINDOW = 10  # the training-loss curve averages this many logged steps (each the loss of one batch)
+from peft_glue.results.aggregate import best_values
+from peft_glue.results.figures import plt, save_outside
+from peft_glue.results.formatting import fmt_value
+from peft_glue.results.palette import method_color
+from peft_glue.results.runs import monitored
+from peft_glue.results.stats import summarize
 
 
 def family_label(family: pd.DataFrame, settings: list[str], swept: str | None = None) -> str:
@@ -53,68 +46,31 @@ def plot_hyperparameter_sweep(
     ax.set_ylabel(f"validation {monitored(task_families[0])}, best epoch (%)")
     params_ax.set_ylabel("trainable parameters (dashed)")
     ax.set_title(f"{task}: {what} sweep (mean ± std over seeds)")
-    ax.legend(fontsize="small", loc="lower right")
-    return save(fig, path)
+    return legend_outside(fig, ax, path, below=True)  # the parameter axis holds the right side
 
 
 def plot_lr_sweep(task: str, task_families: list[pd.DataFrame], settings: list[str], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4))
     for family in task_families:
         means, stds = best_values(family)
-        ax.errorbar(
-            family["lr"], means, yerr=stds, marker="o", capsize=3, label=family_label(family, settings)
-        )
+        label = family_label(family, settings)
+        color = method_color(str(family["method_label"].iloc[0]))
+        ax.errorbar(family["lr"], means, yerr=stds, marker="o", capsize=3, label=label, color=color)
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
     ax.set_ylabel(f"validation {monitored(task_families[0])}, best epoch (%)")
     ax.set_title(f"{task}: learning-rate sweep (mean ± std over seeds)")
-    ax.legend(fontsize="small")
-    return save(fig, path)
+    return legend_outside(fig, ax, path)
 
 
-def plot_curves(task: str, task_runs: pd.DataFrame, path: Path) -> Path | None:
-    """Training loss per step and the monitored validation metric per epoch; one colour per configuration."""
-    monitor = monitored(task_runs)
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
-    colors: dict[str, str] = {}
-    drawn = False
-    for _, run in task_runs.iterrows():
-        metrics = read_metrics(Path(run["run_dir"]))
-        if metrics is None or "step" not in metrics:
-            continue
-        label = f"{run['method_label']} lr={fmt_value(run['lr'])}"
-        if run["status"] != COMPLETED:
-            label += f" ({run['status']})"
-        color = colors.setdefault(label, f"C{len(colors) % 10}")
-        if "train/loss" in metrics:
-            loss = metrics.dropna(subset=["train/loss"])
-            smooth = loss["train/loss"].rolling(LOSS_WINDOW, min_periods=1).mean()  # one batch is noisy
-            loss_ax.plot(loss["step"], smooth, color=color, alpha=0.7, lw=1)
-            drawn |= not loss.empty
-        if f"val/{monitor}" in metrics and "epoch" in metrics:
-            val = metrics.dropna(subset=[f"val/{monitor}"])
-            acc_ax.plot(val["epoch"], val[f"val/{monitor}"] * 100, color=color, marker="o", alpha=0.7)
-            drawn |= not val.empty
-    if not drawn:
-        plt.close(fig)
-        return None
-    handles = [plt.Line2D([], [], color=color, label=label) for label, color in colors.items()]
-    loss_ax.set(
-        xlabel="step",
-        ylabel=f"training loss, running mean of {LOSS_WINDOW} logged steps",
-        title=f"{task}: training loss (one line per run)",
-    )
-    acc_ax.set(xlabel="epoch", ylabel=f"validation {monitor} (%)", title=f"{task}: validation {monitor}")
-    acc_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    acc_ax.legend(handles=handles, fontsize="small")
-    return save(fig, path)
-
-
-def save(fig: plt.Figure, path: Path) -> Path:
+def legend_outside(fig: plt.Figure, ax: plt.Axes, path: Path, below: bool = False) -> Path:
+    """The legend right of (or below) the axes, where it covers no data, however many entries it has."""
+    if below:
+        ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
+    else:
+        ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_outside(fig, path)
 
 
 def plot_selection(task: str, picked: list[dict], monitor: str, path: Path) -> Path | None:
@@ -122,8 +78,8 @@ def plot_selection(task: str, picked: list[dict], monitor: str, path: Path) -> P
     if not swept:
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
-    for i, config in enumerate(swept):
-        color = f"C{i % 10}"
+    for config in swept:
+        color = method_color(config["label"])
         lrs = [lr for lr, _ in config["curve"]]
         summaries = [summarize(values) for _, values in config["curve"]]
         means = [100 * s.mean for s in summaries]
@@ -135,5 +91,4 @@ def plot_selection(task: str, picked: list[dict], monitor: str, path: Path) -> P
     ax.set_xlabel("learning rate")
     ax.set_ylabel(f"validation {monitor}, best epoch (%)")
     ax.set_title(f"{task}: learning rate per method (mean ± std over seeds; ★ picked)")
-    ax.legend(fontsize="small")
-    return save(fig, path)
+    return legend_outside(fig, ax, path)

@@ -9,8 +9,9 @@ import pandas as pd
 
 from peft_glue.record import COMPLETED, DRY_RUN, FAILED, METRICS_FILE, RUNNING, STATUSES
 from peft_glue.results.aggregate import at_picked_rate, config_table, families, sort_order
+from peft_glue.results.curves import plot_curve_grid
 from peft_glue.results.formatting import fmt_params, fmt_value, is_missing, markdown_table, mean_std
-from peft_glue.results.plots import plot_curves, plot_hyperparameter_sweep, plot_lr_sweep
+from peft_glue.results.plots import plot_hyperparameter_sweep, plot_lr_sweep
 from peft_glue.results.runs import (
     IDENTITY_SETTINGS,
     declared_sweeps,
@@ -186,11 +187,14 @@ def curves_section(runs: pd.DataFrame, out: Path) -> list[str]:
     lines = ["", "## Training curves"]
     trained = sort_order(runs[runs["status"] != DRY_RUN])
     for task in sorted(trained["task"].dropna().unique()):
-        path = plot_curves(task, trained[trained["task"] == task], out / f"curves_{task}.png")
-        if path is None:
+        task_runs = trained[trained["task"] == task]
+        val = plot_curve_grid(task, task_runs, "val", out / f"curves_{task}.png")
+        loss = plot_curve_grid(task, task_runs, "loss", out / f"loss_{task}.png")
+        if val is None and loss is None:
             lines += ["", f"{task}: no `{METRICS_FILE}` with logged metrics; plot skipped."]
-        else:
-            lines += ["", f"![{task}: training loss and validation metric]({path.name})"]
+        for path, what in ((val, "validation metric"), (loss, "training loss")):
+            if path is not None:
+                lines += ["", f"![{task}: {what}, one panel per configuration]({path.name})"]
     if len(lines) == 2:
         lines += ["", f"No trained runs with a `{METRICS_FILE}`; plots skipped."]
     return lines
