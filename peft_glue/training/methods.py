@@ -278,7 +278,8 @@ def peft_adapted_modules(model: nn.Module) -> list[str]:
     if not targeted:
         return trained_parts(model)
     prefix = "base_model.model."
-    rest = [p.removeprefix(prefix) for p in trained_parts(model)]
+    # the head trains as peft's copy of it (``classifier.modules_to_save.default``): named as the head
+    rest = [p.removeprefix(prefix).split(".modules_to_save")[0] for p in trained_parts(model)]
     return targeted + [p for p in rest if not any(p.startswith(f"{t}.") for t in targeted)]
 
 
