@@ -251,14 +251,15 @@ def test_refusal_is_one_line_before_anything_trains(family_folders, tmp_path):
 
 
 def run_and_reload(family: str, folder: Path, tmp_path: Path, method: str) -> None:
-    """Train through the command line, then reload the export with the library's own loader: its
-    predictions on the test set equal the run's submission file."""
+    """Train through the command line (merge=true), then reload the adapter with peft's loader and the
+    merged model with transformers': both predict the test set as the run's submission file says."""
     glue = write_tiny_glue(tmp_path / "glue", n_train=16, n_dev=8, n_test=8)
     run = tmp_path / "run"
     result = run_cli(
         f"model.name_or_path={folder}",
         f"method={method}",
         "task=sst2",
+        "merge=true",
         f"data.data_dir={glue}",
         "data.max_length=64",
         "data.batch_size=8",
@@ -275,10 +276,12 @@ def run_and_reload(family: str, folder: Path, tmp_path: Path, method: str) -> No
     sentences = [line.split("\t", 1)[1] for line in lines]
     encoded = tokenizer(sentences, padding=True, return_tensors="pt")
     inputs = {k: encoded[k] for k in GlueClassifier(base, MRPC(), lr=1e-3).model_inputs if k in encoded}
+    merged = AutoModelForSequenceClassification.from_pretrained(run / "merged").eval()
     with torch.no_grad():
         predicted = model(**inputs).logits.argmax(-1).tolist()
+        predicted_merged = merged(**inputs).logits.argmax(-1).tolist()
     submitted = [int(line.split("\t")[1]) for line in (run / "SST-2.tsv").read_text().splitlines()[1:]]
-    assert predicted == submitted
+    assert predicted == submitted == predicted_merged
 
 
 def test_lora_export_of_deberta_reloads_with_peft(family_folders, tmp_path):
