@@ -115,6 +115,10 @@ class RunResults:
     trainable_params: int | None = None
     total_params: int | None = None
     trainable_percent: float | None = None
+    adapted_modules: list[str] | None = (
+        None  # modules the method adapted, or single tensors it trains (BitFit)
+    )
+    adaptation_notes: list[str] = field(default_factory=list)  # e.g. a role inside a fused projection
     resumed_from: str | None = None
     val: dict[str, dict[str, float]] | None = None  # "best" and "last" epoch metrics
     val_history: list[dict[str, float]] = field(default_factory=list)

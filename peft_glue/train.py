@@ -44,7 +44,7 @@ from peft_glue.training.distributed import (
     share_cores,
 )
 from peft_glue.training.hardware import peak_memory_mb, reset_peak_memory
-from peft_glue.training.models import parameter_summary
+from peft_glue.training.models import check_max_length, parameter_summary
 from peft_glue.training.module import GlueClassifier
 from peft_glue.training.resume import (
     RestoreRandomState,
@@ -84,9 +84,16 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
         method.check_mergeable()
     if cfg.cpu_dropout:
         use_cpu_dropout(model)
+    check_max_length(model, cfg.data.max_length)
     summary = parameter_summary(model)
     log.info("%s on %s: %s", method.name, task.name, summary)
-    record.save(task_info=task.info(), method_info=method.info(), **summary)
+    record.save(
+        task_info=task.info(),
+        method_info=method.info(),
+        **summary,
+        adapted_modules=method.adapted_modules(model),
+        adaptation_notes=method.notes,
+    )
     if cfg.dry_run:
         return record.save(status=DRY_RUN)  # None: nothing trained
 

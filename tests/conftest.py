@@ -99,7 +99,7 @@ def write_tiny_bert(folder: Path) -> Path:
         num_hidden_layers=2,
         num_attention_heads=2,
         intermediate_size=64,
-        max_position_embeddings=64,
+        max_position_embeddings=128,  # data.max_length (128) must fit its positions
     )
     BertForSequenceClassification(config).save_pretrained(folder)
     return folder

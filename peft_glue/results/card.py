@@ -185,6 +185,13 @@ def model_lines(results: RunResults, kind: str, base: str) -> list[str]:
             f"- Trainable parameters: {results.trainable_params:,} of {results.total_params or 0:,}"
             f" ({results.trainable_percent}%)"
         )
+    if results.adapted_modules:
+        shown = ", ".join(f"`{name}`" for name in results.adapted_modules[:6])
+        more = len(results.adapted_modules) - 6
+        lines.append(
+            f"- Adapted ({len(results.adapted_modules)}): {shown}" + (f" and {more} more" if more > 0 else "")
+        )
+    lines += [f"- Note: {note}" for note in results.adaptation_notes]
     labels = results.task_info.labels if results.task_info else []
     if labels:
         kinds = "Output (regression)" if results.task_info.regression else "Labels"

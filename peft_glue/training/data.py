@@ -249,14 +249,16 @@ def normalised_features(task: GlueTask) -> Features:
 # --------------------------------------------------------------------------------------------- tokenization
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     """What decides the token ids: vocabulary, normalizer, pre-tokenizer, post-processor (not the
-    truncation/padding state that the fast tokenizer keeps from its last call)."""
+    truncation/padding state that the fast tokenizer keeps from its last call), and which inputs it returns
+    (``token_type_ids`` or not): two families never share a cache entry unless they tokenize alike."""
+    kind = [type(tokenizer).__name__, list(tokenizer.model_input_names)]
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
-        return Hasher.hash(sorted(tokenizer.get_vocab().items()))
+        return Hasher.hash([kind, sorted(tokenizer.get_vocab().items())])
     spec = json.loads(backend.to_str())
     spec.pop("truncation", None)
     spec.pop("padding", None)
-    return Hasher.hash(json.dumps(spec, sort_keys=True))
+    return Hasher.hash([kind, json.dumps(spec, sort_keys=True)])
 
 
 def tokenize(

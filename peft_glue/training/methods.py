@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import inspect
 import json
+import logging
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -18,20 +19,33 @@ from typing import TYPE_CHECKING, ClassVar
 
 import peft
 import torch
-from peft import LoraConfig, PeftConfig, PeftModel, PeftType, PrefixTuningConfig, TaskType, get_peft_model
+from peft import (
+    LoraConfig,
+    PeftConfig,
+    PeftModel,
+    PeftType,
+    PrefixTuningConfig,
+    PromptLearningConfig,
+    TaskType,
+    get_peft_model,
+)
 from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
 from peft.optimizers import create_loraplus_optimizer
 from peft.utils import get_peft_model_state_dict
+from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
 from peft_glue.errors import UserError
 from peft_glue.record import ADAPTER_DIR, BITFIT_DIR, MODEL_DIR
+from peft_glue.training.roles import backbone_modules, family, resolve
 from peft_glue.training.schema import AT_LEAST_ONE, FRACTION, POSITIVE, check_field_ranges, ranged
 
 if TYPE_CHECKING:
     from peft_glue.training.tasks import GlueTask
+
+log = logging.getLogger("peft_glue")
 
 
 @dataclass
@@ -74,6 +88,20 @@ class Method:
         """The trained model as a plain transformers model (no adapters)."""
         return model
 
+    def adapted_modules(self, model: nn.Module) -> list[str]:
+        """What training changes (results.json's ``adapted_modules``): the modules whose parameters all
+        train, and single trained tensors elsewhere (BitFit's biases)."""
+        return trained_parts(model)
+
+    @property
+    def notes(self) -> list[str]:
+        """How the method placed itself where that needs saying (a role inside a fused matrix)."""
+        return list(getattr(self, "_notes", []))
+
+    def refuse(self, model: nn.Module, reason: str) -> UserError:
+        """The one-line refusal of a method that cannot apply to this model's family."""
+        return UserError(f"method={self.name} cannot run on {family(model)}: {reason}")
+
     def check_mergeable(self) -> None:
         """Raise a UserError (before training) when ``merged`` cannot work for this method."""
 
@@ -100,6 +128,20 @@ class Method:
 
     def after_optimizer_step(self, model: nn.Module, step: int) -> None:
         """Called after every optimizer step, before the gradients are zeroed."""
+
+
+def trained_parts(model: nn.Module) -> list[str]:
+    """The largest modules whose parameters all train, then each trained tensor outside them."""
+    parts: list[str] = []
+    for name, module in model.named_modules():
+        params = list(module.parameters())
+        inside = any(name.startswith(f"{part}.") for part in parts)
+        if name and params and not inside and all(p.requires_grad for p in params):
+            parts.append(name)
+    for name, param in model.named_parameters():
+        if param.requires_grad and not any(name.startswith(f"{part}.") for part in parts):
+            parts.append(name)
+    return parts
 
 
 def is_head_parameter(model: PreTrainedModel, param_name: str) -> bool:
@@ -150,6 +192,11 @@ class BitFit(Method):
     order = 1
 
     def apply(self, model: PreTrainedModel) -> nn.Module:
+        backbone = backbone_modules(model)
+        if not any(
+            n.endswith("bias") and p is not None for m in backbone.values() for n, p in m._parameters.items()
+        ):
+            raise self.refuse(model, "its layers have no bias terms, so BitFit would train only the head")
         for param_name, param in model.named_parameters():
             param.requires_grad = param_name.endswith(".bias") or is_head_parameter(model, param_name)
         return model
@@ -187,12 +234,14 @@ class LoRA(Method):
             self.target_modules = list(self.target_modules)
 
     def apply(self, model: PreTrainedModel) -> nn.Module:
+        targets = resolve(model, self.target_modules, "method.target_modules")
+        self._notes = log_notes(self.name, targets.notes)
         config = LoraConfig(
             task_type=TaskType.SEQ_CLS,
             r=self.r,
             lora_alpha=self.alpha,
             lora_dropout=self.dropout,
-            target_modules=self.target_modules,
+            target_modules=targets.names,
         )
         try:
             return get_peft_model(model, config)
@@ -209,6 +258,27 @@ class LoRA(Method):
 
     def merged(self, model: nn.Module) -> PreTrainedModel:
         return copy.deepcopy(model).merge_and_unload()
+
+    def adapted_modules(self, model: nn.Module) -> list[str]:
+        return peft_adapted_modules(model)
+
+
+def log_notes(method: str, notes: list[str]) -> list[str]:
+    for note in notes:
+        log.warning("%s: %s", method, note)
+    return notes
+
+
+def peft_adapted_modules(model: nn.Module) -> list[str]:
+    """The modules peft put an adapter on, then the other parts that train (the head, virtual tokens)."""
+    tuner = getattr(model, "base_model", None)
+    targeted = list(getattr(tuner, "targeted_module_names", []) or [])
+    if not targeted:
+        return trained_parts(model)
+    prefix = "base_model.model."
+    # the head trains as peft's copy of it (``classifier.modules_to_save.default``): named as the head
+    rest = [p.removeprefix(prefix).split(".modules_to_save")[0] for p in trained_parts(model)]
+    return targeted + [p for p in rest if not any(p.startswith(f"{t}.") for t in targeted)]
 
 
 # ----------------------------------------------------------------------------------------- any peft method
@@ -260,6 +330,32 @@ def convert_to_plain_lora(folder: Path, initial: dict[str, torch.Tensor]) -> Non
     config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
 
 
+TARGET_ARGUMENTS = ("target_modules", "feedforward_modules", "exclude_modules")  # take roles
+# prompt learning's shape -> the transformers config attribute (aliased per family: DistilBERT's dim)
+PROMPT_SHAPE = {
+    "num_layers": "num_hidden_layers",
+    "token_dim": "hidden_size",
+    "num_attention_heads": "num_attention_heads",
+}
+
+
+def needs_default_targets(cls: type[PeftConfig], arguments: dict, model: PreTrainedModel) -> bool:
+    """Whether peft would refuse for want of a default target list for this family (its table holds the
+    common model types only): then the query and value roles, peft's choice for BERT-like models."""
+    if issubclass(cls, PromptLearningConfig) or "target_modules" not in {f.name for f in fields(cls)}:
+        return False
+    if arguments.get("target_modules") is not None or arguments.get("target_parameters") is not None:
+        return False
+    return family(model) not in TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+
+
+def takes_key_value_cache(model: PreTrainedModel) -> bool:
+    """Whether the backbone's forward accepts a key/value cache (``cache``, or ``past_key_values`` before
+    transformers 5): prefix tuning hands its prefix in through it."""
+    backbone = getattr(model, "base_model", model)
+    return bool({"cache", "past_key_values"} & set(inspect.signature(backbone.forward).parameters))
+
+
 @dataclass
 class Peft(Method):
     """Any method of ``peft``: ``config_class`` names its config class (``IA3Config``) or peft type (``HRA``),
@@ -286,7 +382,9 @@ class Peft(Method):
         """``method.config`` is typed by the peft config class it names (for the config schema)."""
         return {"config": peft_config_class(str(values.get("config_class", cls.config_class)))}
 
-    def peft_config(self) -> PeftConfig:
+    def peft_config(self, model: PreTrainedModel | None = None) -> PeftConfig:
+        """The peft config; with ``model``, its roles resolved to that model's modules and, for prompt
+        learning, the model's width, depth and heads filled in (peft reads them under BERT's names only)."""
         cls = peft_config_class(self.config_class)
         valid = sorted(f.name for f in fields(cls) if f.init and f.name not in ("task_type", "peft_type"))
         unknown = sorted(set(self.config) - set(valid))
@@ -295,10 +393,31 @@ class Peft(Method):
                 f"{cls.__name__} has no argument {', '.join(unknown)} (method.config); "
                 f"its arguments: {', '.join(valid)}"
             )
+        arguments = dict(self.config) if model is None else self.for_model(model, cls)
         try:
-            return cls(**self.config, task_type=TaskType.SEQ_CLS)
+            return cls(**arguments, task_type=TaskType.SEQ_CLS)
         except (TypeError, ValueError) as error:
             raise UserError(f"method.config of {cls.__name__}: {error}".splitlines()[0]) from error
+
+    def for_model(self, model: PreTrainedModel, cls: type[PeftConfig]) -> dict:
+        arguments = dict(self.config)
+        notes: list[str] = []
+        if needs_default_targets(cls, arguments, model):
+            arguments["target_modules"] = ["query", "value"]
+            notes.append(f"peft has no default target_modules for {family(model)}: the query and value roles")
+        for key in TARGET_ARGUMENTS:
+            if arguments.get(key) is not None:
+                targets = resolve(model, arguments[key], f"method.config.{key}")
+                arguments[key], notes = targets.names, notes + targets.notes
+        self._notes = log_notes(self.name, sorted(set(notes)))
+        if issubclass(cls, PromptLearningConfig):
+            shape = {key: getattr(model.config, attribute, None) for key, attribute in PROMPT_SHAPE.items()}
+            if not issubclass(cls, PrefixTuningConfig):  # virtual tokens join the word embeddings, whose
+                shape["token_dim"] = model.get_input_embeddings().embedding_dim  # width ALBERT/ELECTRA factor
+            for key, value in shape.items():
+                if arguments.get(key) is None and value is not None:
+                    arguments[key] = value
+        return arguments
 
     @property
     def virtual_tokens(self) -> int:
@@ -309,8 +428,14 @@ class Peft(Method):
         return str(getattr(config, "init_lora_weights", "")).lower().startswith(MUTATED_INITS)
 
     def apply(self, model: PreTrainedModel) -> nn.Module:
-        config = self.peft_config()
+        config = self.peft_config(model)
         if isinstance(config, PrefixTuningConfig):
+            if not takes_key_value_cache(model):
+                raise self.refuse(
+                    model,
+                    "its attention takes no key/value cache, which peft's prefix tuning prepends its prefix "
+                    "to; prompt_tuning or p_tuning prepend virtual tokens instead",
+                )
             accept_past_key_values(model)
         try:
             peft_model = get_peft_model(model, config)
@@ -327,6 +452,9 @@ class Peft(Method):
             state = get_peft_model_state_dict(peft_model)
             self._initial = {k: v.detach().clone() for k, v in state.items() if ".lora_" in k}
         return peft_model
+
+    def adapted_modules(self, model: nn.Module) -> list[str]:
+        return peft_adapted_modules(model)
 
     def save(self, model: nn.Module, folder: Path) -> None:
         model.save_pretrained(folder)
@@ -370,12 +498,12 @@ class AdaLoRA(Peft):
     tinit: float = ranged(0.1, FRACTION)
     tfinal: float = ranged(0.2, FRACTION)
 
-    def peft_config(self) -> PeftConfig:
+    def peft_config(self, model: PreTrainedModel | None = None) -> PeftConfig:
         check_field_ranges("method", vars(self), type(self))
         if self.tinit + self.tfinal >= 1:
             raise UserError(f"method.tinit + method.tfinal must be < 1 (got {self.tinit} + {self.tfinal})")
         self.config.setdefault("total_step", 1_000_000)  # a placeholder until start_training knows it
-        return super().peft_config()
+        return super().peft_config(model)
 
     def start_training(self, model: nn.Module, total_steps: int) -> None:
         config = model.peft_config["default"]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from pathlib import Path
 from typing import Any
 
+from torch import nn
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -117,3 +119,38 @@ def parameter_summary(model: Any) -> dict:
         "total_params": total,
         "trainable_percent": round(100 * trainable / total, 4),
     }
+
+
+def accepted_inputs(model: nn.Module, names: tuple[str, ...]) -> tuple[str, ...]:
+    """The ``names`` the model's backbone takes (``token_type_ids`` only where the family has them)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    backbone = getattr(inner, "base_model", inner)
+    parameters = inspect.signature(backbone.forward).parameters
+    return tuple(name for name in names if name in parameters or name == "input_ids")
+
+
+# families whose position ids start after the padding index (RoBERTa's convention), so that the table's
+# first padding_idx + 1 rows are never a text position
+PADDING_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "xlm-roberta-xl", "data2vec-text")
+
+
+def position_limit(config: Any) -> int | None:
+    """The longest input (in tokens) the model has positions for; None where positions are relative only
+    (DeBERTa-v3) or not recorded."""
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is None or getattr(config, "position_biased_input", True) is False:
+        return None
+    if getattr(config, "model_type", None) in PADDING_OFFSET_POSITIONS:
+        limit -= (getattr(config, "pad_token_id", None) or 0) + 1
+    return limit
+
+
+def check_max_length(model: nn.Module, max_length: int) -> None:
+    """``data.max_length`` must fit the model's position table (else an index error deep in the forward)."""
+    config = getattr(model, "config", None)
+    limit = position_limit(config) if config is not None and not isinstance(config, dict) else None
+    if limit is not None and max_length > limit:
+        raise UserError(
+            f"data.max_length={max_length} exceeds the {limit} positions of this "
+            f"{config.model_type} model; set data.max_length={limit} or less"
+        )

@@ -15,6 +15,7 @@ from transformers import get_linear_schedule_with_warmup
 from peft_glue.errors import UserError
 from peft_glue.training.data import MODEL_INPUTS
 from peft_glue.training.methods import Method
+from peft_glue.training.models import accepted_inputs
 from peft_glue.training.tasks import GlueTask, split_suffix
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight")  # as transformers.Trainer: no decay on these
@@ -55,6 +56,8 @@ class GlueClassifier(pl.LightningModule):
         self.eval_losses = nn.ModuleDict({split: MeanMetric() for split in task.evaluation_splits})
         self.val_history: list[dict[str, float]] = []  # one entry per finished validation epoch
         self.strict_loading = False  # checkpoints of PEFT methods hold only the trainable tensors
+        # the inputs this family takes: no token_type_ids for DistilBERT, ModernBERT
+        self.model_inputs = accepted_inputs(model, MODEL_INPUTS)
 
     def trainable_state_keys(self) -> set[str]:
         return {name for name, param in self.named_parameters() if param.requires_grad}
@@ -75,14 +78,14 @@ class GlueClassifier(pl.LightningModule):
         self.val_history = checkpoint.get("val_history", [])
 
     def forward(self, batch: dict) -> torch.Tensor:
-        return self.model(**{key: batch[key] for key in MODEL_INPUTS if key in batch}).logits
+        return self.model(**{key: batch[key] for key in self.model_inputs if key in batch}).logits
 
     def on_train_epoch_start(self) -> None:
         # from_pretrained returns eval mode and Lightning restores submodule modes: force dropout on.
         self.model.train()
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        inputs = {key: batch[key] for key in MODEL_INPUTS if key in batch}
+        inputs = {key: batch[key] for key in self.model_inputs if key in batch}
         loss = self.method.training_loss(self.model, inputs, batch["labels"], self.task)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["labels"]))
         # Reading the loss on the host waits for a GPU, so look only when Lightning logs anyway (a diverged
