@@ -175,3 +175,22 @@ def test_ray_launcher_runs_jobs_each_on_its_own_cores_and_gpu(tiny_bert, tiny_gl
     assert sorted(r["visible_devices"] for r in completed) == ["0", "1"]  # each job its own GPU, side by side
     assert all(r["threads"] == 1 and r["device"] == "cpu" for r in completed)  # threads = its 1 core
     assert all(r["test"] is None and r["val"]["best"]["f1"] >= 0 for r in completed)
+
+
+# ------------------------------------------------------------------------------------ the GPU check, dry
+@pytest.mark.slow
+def test_gpu_check_dry_runs_every_part(tmp_path):
+    """`python -m benchmarks.gpu_check --dry`: every part's code path on the CPU with a tiny model."""
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher")
+    from benchmarks.gpu_check import parse_args, run_parts
+    from tests.conftest import shared_glue
+
+    args = parse_args(["--dry", "--glue-dir", str(shared_glue()), "--examples", "48"])
+    _, rows = run_parts(args, tmp_path)
+    assert not [row for row in rows if row.setting == "failed"], rows
+    ours, peer, ratio = (row.facts for row in rows if row.part == "throughput")
+    assert ratio["ratio"] == pytest.approx(ours["samples_per_second"] / peer["samples_per_second"])
+    ddp = next(row.facts for row in rows if row.part == "ddp")
+    assert ddp == {"ranks": 2, "train_samples": 48}  # both ranks together: every example once
+    ray = next(row.facts for row in rows if row.part == "ray" and row.setting.startswith("ratio"))
+    assert ray == {"completed": {"one after another": 4, "packed": 4}, "gpu_ids": ["0"]}  # four on one GPU
