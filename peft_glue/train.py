@@ -35,7 +35,7 @@ from peft_glue.training.config import check_command_line, register_resolvers
 from peft_glue.training.config_paths import CONFIG_PATH
 from peft_glue.training.cpu_dropout import use_cpu_dropout
 from peft_glue.training.data import GlueDataModule
-from peft_glue.training.devices import device_of, place_job, reserved_cpus
+from peft_glue.training.devices import asked_devices, device_of, place_job, reserved_cpus
 from peft_glue.training.distributed import (
     check_strategy,
     gather_predictions,
@@ -76,7 +76,7 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
         validation_size=cfg.data.validation_size,
         max_epochs=cfg.trainer.max_epochs,
         precision=cfg.trainer.precision,
-        devices=OmegaConf.to_container(cfg.trainer, resolve=True)["devices"],  # [N]: the GPU a sweep gave it
+        devices=asked_devices(cfg.trainer),  # [N]: the GPU a sweep gave the job
         model_name_or_path=cfg.model.name_or_path,
         data_dir=cfg.data.data_dir,
     )

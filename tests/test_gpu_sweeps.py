@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from peft_glue.training import distributed
+from peft_glue.training import config, distributed
 from peft_glue.training.config import check_command_line
 from peft_glue.training.devices import place_job, reserved_cpus
 from peft_glue.training.schema import check_resources
@@ -90,6 +90,16 @@ def test_impossible_resources_are_one_line_before_any_job(argv, message, cpu_onl
 )
 def test_resources_that_fit_pass_the_preflight_check(argv, cpu_only):
     check_command_line(argv)  # returns: no SystemExit
+
+
+def test_ray_launcher_without_its_plugin_is_one_line(monkeypatch, capsys):
+    monkeypatch.setattr(config, "RAY_PLUGIN", "hydra_plugins.not_installed_here")  # as without peft_glue[ray]
+    with pytest.raises(SystemExit):
+        check_command_line(["-m", "hydra/launcher=ray", "method.r=1,2"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [
+        "error: hydra/launcher=ray needs a Hydra plugin that is not installed: pip install 'peft_glue[ray]'"
+    ]
 
 
 def test_resources_fit_a_node_with_gpus():

@@ -16,7 +16,7 @@ import os
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, ListConfig, open_dict
 
 GPU_ACCELERATORS = ("auto", "gpu", "cuda")
 
@@ -44,6 +44,12 @@ def place_job(cfg: DictConfig, job_num: int | None) -> None:
     if device is not None:
         with open_dict(cfg):
             cfg.trainer.devices = device
+
+
+def asked_devices(trainer: DictConfig) -> Any:
+    """The trainer's ``devices`` as plain data for results.json: ``[3]`` where a sweep gave the job GPU 3."""
+    devices = trainer.get("devices")
+    return list(devices) if isinstance(devices, ListConfig) else devices
 
 
 def reserved_cpus(resources: DictConfig | None, launcher: DictConfig | None) -> int | None:
