@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first, pinned: the CPU wheel lies on disk here; an unpinned `torch` pulls a multi-GB CUDA build.
 	$(PY) -m pip install --quiet torch==$(TORCH_VERSION)
-	$(PY) -m pip install --quiet -e '.[dev,sweep,slurm,wandb,mlflow]'
+	$(PY) -m pip install --quiet -e '.[dev,sweep,slurm,wandb,mlflow,ray]'
 	touch $@
 
 test: install

@@ -110,6 +110,9 @@ class RunResults:
     validation_size: int | float | None = None  # carved from train; None: GLUE dev validates
     max_epochs: int | None = None
     precision: str | None = None
+    devices: int | str | list[int] | None = None  # the trainer's devices; [N]: the GPU a sweep gave the job
+    device: str | None = None  # where the model ran at the end, e.g. cuda:3 or cpu
+    visible_devices: str | None = None  # the job's CUDA_VISIBLE_DEVICES, as Ray or SLURM set it
     model_name_or_path: str | None = None
     data_dir: str | None = None  # the local GLUE folder read; None: the Hub
     trainable_params: int | None = None

@@ -36,6 +36,7 @@ from peft_glue.training.config import check_command_line, register_resolvers
 from peft_glue.training.config_paths import CONFIG_PATH
 from peft_glue.training.cpu_dropout import use_cpu_dropout
 from peft_glue.training.data import GlueDataModule
+from peft_glue.training.devices import asked_devices, device_of, place_job, reserved_cpus
 from peft_glue.training.distributed import (
     check_strategy,
     gather_predictions,
@@ -65,6 +66,7 @@ KNOWN_NOISE = [  # warnings of our dependencies that say nothing to a user of pe
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
     r"You are using a custom batch sampler `SortedBatchSampler`",  # it does return every index
     r"Metric `SpearmanCorrcoef` will save all targets",  # GLUE validation sets are small
+    r"\s*'hydra/launcher/ray' is validated against ConfigStore schema",  # conf/hydra/launcher/ray.yaml: meant
 ]
 
 
@@ -124,7 +126,12 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
     record.save(test=score_test_split(trainer, module, datamodule))
     if cfg.submission:
         record.save(predictions=predict_test_sets(trainer, module, datamodule, record))
-    record.save(status=COMPLETED, peak_memory_mb=peak_memory_mb(), threads=torch.get_num_threads())
+    record.save(
+        status=COMPLETED,
+        peak_memory_mb=peak_memory_mb(),
+        threads=torch.get_num_threads(),
+        **device_of(module.device),  # device, visible_devices: which GPU a job of a sweep took
+    )
     if record.writes:  # the results are final: each export folder's model card (README.md)
         write_cards(record.folder, record.results)
     log_run(trainer.loggers, cfg, record.results)  # the config and the final results to every logger
@@ -140,6 +147,7 @@ def settings_of(cfg: DictConfig) -> dict:
         "validation_size": cfg.data.validation_size,
         "max_epochs": cfg.trainer.max_epochs,
         "precision": cfg.trainer.precision,
+        "devices": asked_devices(cfg.trainer),  # [N]: the GPU a sweep gave the job
         "model_name_or_path": cfg.model.name_or_path,
         "data_dir": cfg.data.data_dir,
     }
@@ -237,8 +245,12 @@ def run(cfg: DictConfig) -> float:
         return objective(previous)
     with job_scope():
         try:
-            # parallel jobs of a launcher (joblib's n_jobs) share the cores instead of oversubscribing them
-            share_cores(cfg.threads, hydra_cfg.launcher.get("n_jobs") if in_multirun else None)
+            # parallel jobs of a launcher (joblib's n_jobs) share the cores instead of oversubscribing them;
+            # a job that asked for cores (resources.num_cpus, Ray's reservation) uses as many threads
+            launcher = hydra_cfg.launcher if in_multirun else None
+            cpus = reserved_cpus(cfg.get("resources"), launcher)
+            share_cores(cfg.threads, launcher.get("n_jobs") if launcher else None, cpus)
+            place_job(cfg, hydra_cfg.job.num if in_multirun else None)  # parallel jobs: a GPU each
             train(cfg, record)
         except UserError as error:
             record.save(status=FAILED, error=str(error))

@@ -3,6 +3,8 @@ of the command line that turns a wrong override into one line naming the fix."""
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,9 +20,17 @@ from omegaconf.errors import ConfigAttributeError, ValidationError
 
 from peft_glue.errors import UserError, exit_with
 from peft_glue.training.config_paths import CONFIG_DIR, config_folders, user_searchpath
-from peft_glue.training.hardware import best_precision, dataloader_workers
+from peft_glue.training.devices import visible_gpus
+from peft_glue.training.hardware import best_precision, dataloader_workers, usable_cores
 from peft_glue.training.models import package_model_path
-from peft_glue.training.schema import check_typed_groups, describe, register_schema, schema_field, wrong_value
+from peft_glue.training.schema import (
+    check_resources,
+    check_typed_groups,
+    describe,
+    register_schema,
+    schema_field,
+    wrong_value,
+)
 
 
 def grid_item(grid: Any, step: Any) -> Any:
@@ -30,9 +40,15 @@ def grid_item(grid: Any, step: Any) -> Any:
     return grid[int(step)]
 
 
+def if_null(value: Any, default: Any) -> Any:
+    """``${if_null:${resources.num_cpus},1}``: a value, or the default where it is null."""
+    return default if value is None else value
+
+
 def register_resolvers() -> None:
     """What composing the config needs besides conf/: our resolvers and the schema."""
     for name, resolver in {
+        "if_null": if_null,
         "grid_item": grid_item,
         "best_precision": best_precision,
         "dataloader_workers": dataloader_workers,
@@ -146,6 +162,7 @@ def check_command_line(argv: list[str]) -> None:
     try:
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
             check_hydra_plugins(args.overrides)
+            cores, gpus = node_capacity(args.overrides)
             extra = [f"hydra.searchpath=[{','.join(map(repr, searchpath))}]"] if searchpath else []
             for job in jobs_to_check(args.overrides, folders):
                 groups = [o for o in job if any((f / o.split("=")[0].lstrip("+~")).is_dir() for f in folders)]
@@ -154,6 +171,8 @@ def check_command_line(argv: list[str]) -> None:
                     cfg,
                     lambda groups=groups: compose(args.config_name or "config", overrides=[*groups, *extra]),
                 )
+                resources = cfg.get("resources") or {}
+                check_resources(resources.get("num_cpus"), resources.get("num_gpus"), cores, gpus)
     except MissingConfigException as error:
         exit_with(explain_missing_option(error, folders))
     except UserError as error:
@@ -162,7 +181,14 @@ def check_command_line(argv: list[str]) -> None:
         exit_with(explain_override_error(error))
 
 
-PLUGIN_EXTRAS = {"joblib": "sweep", "optuna": "sweep", "submitit_slurm": "slurm", "submitit_local": "slurm"}
+PLUGIN_EXTRAS = {
+    "ray": "ray",
+    "joblib": "sweep",
+    "optuna": "sweep",
+    "submitit_slurm": "slurm",
+    "submitit_local": "slurm",
+}
+RAY_PLUGIN = "hydra_plugins.hydra_ray_launcher"
 PLUGIN_GROUPS = ("hydra/launcher", "hydra/sweeper")
 
 
@@ -185,8 +211,28 @@ def check_hydra_plugins(overrides: list[str]) -> None:
         group = override.get_key_element()
         if group in options and not override.is_sweep_override():
             wanted = override.get_value_element_as_str()
-            if wanted not in options[group]:
+            # conf/hydra/launcher/ray.yaml stands in for the plugin's option: the plugin may be missing
+            plugin_missing = wanted == "ray" and importlib.util.find_spec(RAY_PLUGIN) is None
+            if wanted not in options[group] or plugin_missing:
                 exit_with(missing_plugin(group, wanted))
+
+
+def node_capacity(overrides: list[str]) -> tuple[int, int | None]:
+    """The cores and GPUs of the node a sweep's jobs run on: this machine, or the node that
+    ``hydra.launcher.ray.init.num_cpus``/``num_gpus`` describe to a local Ray; GPUs None on a Ray cluster
+    (``hydra.launcher.ray.init.address`` or RAY_ADDRESS), whose nodes are only known once it runs."""
+    hydra_values = {
+        o.get_key_element(): o.value()
+        for o in OverridesParser.create().parse_overrides(overrides)
+        if o.is_hydra_override() and not o.is_sweep_override()
+    }
+    cores, gpus = usable_cores(), visible_gpus()
+    if hydra_values.get("hydra/launcher") != "ray":
+        return cores, gpus
+    if hydra_values.get("hydra.launcher.ray.init.address") is not None or os.environ.get("RAY_ADDRESS"):
+        return cores, None
+    cores = int(hydra_values.get("hydra.launcher.ray.init.num_cpus") or cores)
+    return cores, int(hydra_values.get("hydra.launcher.ray.init.num_gpus") or gpus)
 
 
 def unknown_option(group: str, wanted: str, folders: Sequence[Path] = (CONFIG_DIR,)) -> str:

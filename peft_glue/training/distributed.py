@@ -89,14 +89,17 @@ def job_scope() -> Iterator[None]:
                 os.environ[name] = value
 
 
-def threads_per_job(threads: int | None, n_jobs: int | None) -> int | None:
-    """torch's CPU threads for a job: ``threads`` when set; else the cores shared among the jobs that a
+def threads_per_job(threads: int | None, n_jobs: int | None, cpus: int | None = None) -> int | None:
+    """torch's CPU threads for a job: ``threads`` when set; else the cores the job asked for or was given
+    (``cpus``: ``resources.num_cpus``, or what Ray reserved); else the cores shared among the jobs that a
     launcher runs side by side (joblib's ``n_jobs``; -1 = one job per core, as joblib counts), so that
     parallel jobs do not oversubscribe the cores; None (torch's default) for one job at a time."""
     if threads is not None:
         if threads < 1:
             raise UserError(f"threads must be >= 1 or null (got {threads})")
         return threads
+    if cpus is not None:
+        return cpus
     if n_jobs is None or n_jobs == 1:
         return None
     cores = usable_cores()
@@ -104,9 +107,9 @@ def threads_per_job(threads: int | None, n_jobs: int | None) -> int | None:
     return max(1, cores // parallel)
 
 
-def share_cores(threads: int | None, n_jobs: int | None) -> None:
+def share_cores(threads: int | None, n_jobs: int | None, cpus: int | None = None) -> None:
     """Apply ``threads_per_job`` to torch, and to the DDP ranks this job starts (OMP_NUM_THREADS)."""
-    count = threads_per_job(threads, n_jobs)
+    count = threads_per_job(threads, n_jobs, cpus)
     if count is not None:
         torch.set_num_threads(count)
         os.environ["OMP_NUM_THREADS"] = str(count)

@@ -128,6 +128,16 @@ class SchedulerConf:
 
 
 @dataclass
+class ResourcesConf:
+    num_cpus: Optional[float] = ranged(
+        None, POSITIVE
+    )  # cores one job uses (its torch threads; what Ray reserves)
+    num_gpus: Optional[float] = ranged(
+        None, NOT_NEGATIVE
+    )  # GPUs one job reserves from Ray; a fraction shares one GPU
+
+
+@dataclass
 class Config:
     task: Any = MISSING  # checked against its class (check_typed_groups)
     method: Any = MISSING  # checked against its class
@@ -142,6 +152,7 @@ class Config:
     submission: bool = True
     cpu_dropout: bool = True
     threads: Optional[int] = ranged(None, AT_LEAST_ONE)
+    resources: ResourcesConf = field(default_factory=ResourcesConf)
     checkpoint: dict[str, Any] = MISSING  # checked against its class (ModelCheckpoint)
     best_checkpoint: dict[str, Any] = MISSING  # checked against its class (ModelCheckpoint)
     optimizer: OptimizerConf = field(default_factory=OptimizerConf)
@@ -206,6 +217,37 @@ def schema_field(dotted_key: str) -> tuple[Any, Any]:
     if element is not None:
         return (typing.get_args(hint) or (Any,))[0], None
     return hint, None if default is MISSING else default
+
+
+def check_resources(num_cpus: float | None, num_gpus: float | None, cores: int, gpus: int | None) -> None:
+    """What one job asks of a node fits the node (``gpus``: its GPU count; None on a Ray cluster, whose
+    nodes are not known before it runs): a job that can never be placed is one line now, not a sweep that
+    waits for ever (Ray queues an infeasible task) or trains on the CPU unnoticed."""
+    if num_cpus is not None and num_cpus <= 0:
+        raise UserError(f"resources.num_cpus={num_cpus:g} is not valid: expected a number > 0, e.g. 1")
+    if num_cpus is not None and gpus is not None and num_cpus > cores:
+        raise UserError(
+            f"resources.num_cpus={num_cpus:g} asks for more cores than this machine has ({cores}): "
+            f"e.g. resources.num_cpus={max(1, cores // 2)}"
+        )
+    if num_gpus is None or num_gpus == 0:
+        return
+    if num_gpus < 0 or (num_gpus > 1 and not float(num_gpus).is_integer()):
+        raise UserError(
+            f"resources.num_gpus={num_gpus:g} is not valid: expected 0, a share of one GPU (0.25) or a "
+            "whole number of GPUs"
+        )
+    if gpus == 0:
+        share = "a share of a GPU" if num_gpus < 1 else f"{num_gpus:g} GPU(s)"
+        raise UserError(
+            f"resources.num_gpus={num_gpus:g} asks for {share}, and this machine has no GPU: "
+            "resources.num_gpus=0, or join a Ray cluster with GPUs (hydra.launcher.ray.init.address=...)"
+        )
+    if gpus is not None and num_gpus > gpus:
+        raise UserError(
+            f"resources.num_gpus={num_gpus:g} asks for more GPUs than this machine has ({gpus}): "
+            f"e.g. resources.num_gpus={gpus}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------- values
