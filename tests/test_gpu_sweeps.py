@@ -59,7 +59,7 @@ def cpu_only(monkeypatch):
             ["-m", "hydra/launcher=ray", "resources.num_cpus=4096"],
             "resources.num_cpus=4096 asks for more cores",
         ),
-        (["resources.num_cpus=0"], "resources.num_cpus=0 is not valid: expected a number > 0"),
+        (["resources.num_cpus=0"], "resources.num_cpus=0.0 is not valid: expected a number > 0"),
         (
             ["-m", "hydra/launcher=ray", "hydra.launcher.ray.init.num_gpus=4", "resources.num_gpus=1.5"],
             "resources.num_gpus=1.5 is not valid: expected 0, a share of one GPU (0.25) or a whole number",
