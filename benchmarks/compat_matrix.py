@@ -33,7 +33,7 @@ def method_names() -> list[str]:
 
 
 def build_method(name: str) -> Method:
-    return instantiate(OmegaConf.load(CONFIG_DIR / "method" / f"{name}.yaml"), _convert_="all")
+    return instantiate(OmegaConf.load(CONFIG_DIR / "method" / f"{name}.yaml").method, _convert_="all")
 
 
 def train_step(method: Method, model: torch.nn.Module) -> None:

@@ -85,9 +85,7 @@ def _metric_keys(module: GlueClassifier) -> set[str]:
 
 
 def test_lora_checkpoint_of_bert_base_is_small():
-    module = GlueClassifier(
-        LoRA(lr=1e-3, r=8).apply(BertForSequenceClassification(BertConfig())), MRPC(), lr=1e-3
-    )
+    module = GlueClassifier(LoRA(r=8).apply(BertForSequenceClassification(BertConfig())), MRPC(), lr=1e-3)
     checkpoint = {"state_dict": module.state_dict()}
     module.on_save_checkpoint(checkpoint)
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)

@@ -118,3 +118,33 @@ def test_a_config_saved_before_the_wings_builds_its_task_and_method(tmp_path):
     assert type(build(cfg.task)).__module__ == "peft_glue.training.tasks"
     assert type(build(cfg.method)).__name__ == "BitFit"
     assert cfg.logger.csv._target_ == "peft_glue.training.tracking.ResumableCSVLogger"
+
+
+@pytest.mark.parametrize(("method", "lr"), [("full", 2e-5), ("bitfit", 1e-3), ("lora", 1e-3)])
+def test_each_method_supplies_its_default_learning_rate_to_the_optimizer(method, lr):
+    """``optimizer.lr`` is the one home of the rate: the method's yaml sets it there; the method has none."""
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[f"method={method}"])
+        overridden = compose("config", overrides=[f"method={method}", "optimizer.lr=0.5"])
+    assert cfg.optimizer.lr == lr and "lr" not in cfg.method
+    assert overridden.optimizer.lr == 0.5
+
+
+def test_method_lr_names_its_new_home(capsys):
+    from peft_glue.training.config import check_command_line
+
+    with pytest.raises(SystemExit):
+        check_command_line(["method=lora", "method.lr=1e-3"])
+    assert capsys.readouterr().err.strip() == "error: method.lr has moved: use optimizer.lr=..."
+
+
+def test_an_older_saved_config_moves_the_methods_rate_to_the_optimizer(tmp_path):
+    from peft_glue.training.config import build, load_saved_config
+
+    saved = tmp_path / "config.yaml"
+    saved.write_text(
+        "method:\n  _target_: peft_glue.methods.LoRA\n  lr: 0.003\n  r: 2\noptimizer:\n  lr: ${method.lr}\n"
+    )
+    cfg = load_saved_config(saved)
+    assert cfg.optimizer.lr == 0.003 and "lr" not in cfg.method and build(cfg.method).r == 2

@@ -103,7 +103,7 @@ def test_swapped_model_computes_the_same_attention_over_padded_batches():
 
 
 def test_lora_model_is_swapped_trains_and_exports_a_plain_config(tmp_path):
-    model = use_cpu_dropout(LoRA(lr=1e-3, r=2).apply(tiny_classifier()))
+    model = use_cpu_dropout(LoRA(r=2).apply(tiny_classifier()))
     assert not any(type(module) is nn.Dropout for module in model.modules())
     assert model.config._attn_implementation == ATTENTION
     model.train()

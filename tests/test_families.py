@@ -100,7 +100,7 @@ def test_roles_are_each_familys_own_modules(family):
 
 
 def build_method(name: str) -> Method:
-    return instantiate(OmegaConf.load(CONFIG_DIR / "method" / f"{name}.yaml"), _convert_="all")
+    return instantiate(OmegaConf.load(CONFIG_DIR / "method" / f"{name}.yaml").method, _convert_="all")
 
 
 @functools.cache

@@ -26,11 +26,11 @@ def bert_base(state) -> BertForSequenceClassification:
 @pytest.mark.parametrize(
     ("method", "trainable"),
     [
-        (Full(lr=2e-5), 109_483_778),
-        (BitFit(lr=1e-3), 104_450),
-        (LoRA(lr=1e-3, r=1), 19_970),
-        (LoRA(lr=1e-3, r=4), 75_266),
-        (LoRA(lr=1e-3, r=16), 296_450),
+        (Full(), 109_483_778),
+        (BitFit(), 104_450),
+        (LoRA(r=1), 19_970),
+        (LoRA(r=4), 75_266),
+        (LoRA(r=16), 296_450),
     ],
     ids=["full", "bitfit", "lora-r1", "lora-r4", "lora-r16"],
 )
@@ -40,7 +40,7 @@ def test_trainable_parameters_match_the_reference(bert_base_state, method, train
 
 
 def test_bitfit_trains_only_biases_and_the_head(bert_base_state):
-    model = BitFit(lr=1e-3).apply(bert_base(bert_base_state))
+    model = BitFit().apply(bert_base(bert_base_state))
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert {"classifier.weight", "classifier.bias", "bert.pooler.dense.bias"} <= trainable
     assert "bert.embeddings.LayerNorm.bias" in trainable
@@ -50,7 +50,7 @@ def test_bitfit_trains_only_biases_and_the_head(bert_base_state):
 def test_lora_comes_from_peft_and_trains_the_head(bert_base_state):
     from peft import PeftModel
 
-    model = LoRA(lr=1e-3, r=2).apply(bert_base(bert_base_state))
+    model = LoRA(r=2).apply(bert_base(bert_base_state))
     assert isinstance(model, PeftModel)
     trainable = [name for name, p in model.named_parameters() if p.requires_grad]
     assert any("query.lora_A" in name for name in trainable)
@@ -69,9 +69,9 @@ def test_model_config_carries_bert_base_architecture():
 @pytest.mark.parametrize("r", [0, -3])
 def test_lora_rank_below_one_is_refused(r):
     with pytest.raises(UserError, match="is not valid: expected a number >= 1, e.g. method.r=8"):
-        LoRA(lr=1e-3, r=r)
+        LoRA(r=r)
 
 
 def test_lora_unknown_target_module_is_a_user_error(bert_base_state):
     with pytest.raises(UserError, match="target_modules"):
-        LoRA(lr=1e-3, target_modules=["no_such_layer"]).apply(bert_base(bert_base_state))
+        LoRA(target_modules=["no_such_layer"]).apply(bert_base(bert_base_state))

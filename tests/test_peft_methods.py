@@ -34,7 +34,7 @@ PROMPT_LEARNING = {"prompt_tuning", "p_tuning", "prefix_tuning"}
 
 
 def method_from_yaml(name: str, **config):
-    node = OmegaConf.load(CONFIG_DIR / "method" / f"{name}.yaml")
+    node = OmegaConf.load(CONFIG_DIR / "method" / f"{name}.yaml").method  # a _global_ yaml: method and its lr
     node.config = {**node.config, **config}
     return build(node, _convert_="all")
 
@@ -161,9 +161,9 @@ def test_unknown_config_argument_lists_the_valid_ones():
     with pytest.raises(
         UserError, match=r"IA3Config has no argument rank .*its arguments: .*feedforward_modules"
     ):
-        Peft(lr=1e-3, config_class="IA3Config", config={"rank": 4})
+        Peft(config_class="IA3Config", config={"rank": 4})
     with pytest.raises(UserError, match="is not a peft config class; one of .*HRAConfig"):
-        Peft(lr=1e-3, config_class="NoSuchConfig")
+        Peft(config_class="NoSuchConfig")
 
 
 @pytest.mark.parametrize("target_modules", [["query", "value"], r".*\.(query|value)$", "all-linear"])
@@ -171,7 +171,7 @@ def test_target_modules_take_a_list_a_regex_and_all_linear(target_modules, tiny_
     from peft_glue.training.methods import LoRA
 
     for method in (
-        LoRA(lr=1e-3, target_modules=target_modules),
+        LoRA(target_modules=target_modules),
         method_from_yaml("dora", target_modules=target_modules),
     ):
         names = [n for n, p in method.apply(base(tiny_bert)).named_parameters() if "lora_A" in n]
@@ -192,7 +192,7 @@ def test_adalora_reallocates_ranks_during_training(tiny_bert, tiny_glue, tmp_pat
 
 
 def test_loraplus_optimizer_gives_b_matrices_the_ratio(tiny_bert):
-    method = LoraPlus(lr=1e-3, lr_ratio=16.0, config_class="LoraConfig", config={"target_modules": ["query"]})
+    method = LoraPlus(lr_ratio=16.0, config_class="LoraConfig", config={"target_modules": ["query"]})
     model = method.apply(base(tiny_bert))
     module = GlueClassifier(model, MRPC(), lr=2e-3, weight_decay=0.05, method=method)
     module._trainer = SimpleNamespace(estimated_stepping_batches=10)
@@ -237,9 +237,7 @@ def test_prompt_tuning_counts_its_virtual_tokens_in_max_length(tiny_bert, tiny_g
 
 def test_adalora_schedule_that_leaves_no_budgeting_is_refused():
     with pytest.raises(UserError, match="tinit \\+ method.tfinal must be < 1"):
-        AdaLoRA(
-            lr=1e-3, tinit=0.5, tfinal=0.5, config_class="AdaLoraConfig", config={"target_modules": ["query"]}
-        )
+        AdaLoRA(tinit=0.5, tfinal=0.5, config_class="AdaLoraConfig", config={"target_modules": ["query"]})
 
 
 @pytest.mark.parametrize("weight", [0.5, 0.0])
@@ -247,7 +245,7 @@ def test_adalora_adds_its_orthogonal_regularisation_to_the_training_loss(tiny_be
     """AdaLoRA's loss is the task's plus peft's orth_reg_weight x ||PP^T - I|| + ||Q^TQ - I|| (peft adds it
     when the model computes the loss); every other method trains on the task's loss alone."""
     method = AdaLoRA(
-        lr=1e-3, config_class="AdaLoraConfig", config={"target_modules": ["query"], "orth_reg_weight": weight}
+        config_class="AdaLoraConfig", config={"target_modules": ["query"], "orth_reg_weight": weight}
     )
     model = method.apply(base(tiny_bert)).train()
     inputs, labels = batch()

@@ -24,6 +24,7 @@ from peft_glue.training.devices import visible_gpus
 from peft_glue.training.hardware import best_precision, dataloader_workers, usable_cores
 from peft_glue.training.models import package_model_path
 from peft_glue.training.schema import (
+    MOVED_KEYS,
     check_resources,
     check_typed_groups,
     describe,
@@ -71,11 +72,19 @@ MOVED_TARGETS = {
 
 def load_saved_config(path: Path) -> DictConfig:
     """A run folder's saved config (``.hydra/config.yaml``) as this version builds it: the ``_target_`` of
-    a class that has moved since the run was trained names its new module."""
+    a class that has moved since the run was trained names its new module, and a learning rate that the
+    method carried (``method.lr``, before ``optimizer.lr`` was its one home) moves to the optimizer."""
     text = path.read_text()
     for old, new in MOVED_TARGETS.items():
         text = text.replace(f"_target_: {old}", f"_target_: {new}")
-    return OmegaConf.create(text)
+    cfg = OmegaConf.create(text)
+    if "lr" in (cfg.get("method") or {}):
+        lr = cfg.method.lr
+        optimizer = cfg.get("optimizer")
+        if optimizer is None or "lr" not in optimizer or OmegaConf.is_interpolation(optimizer, "lr"):
+            OmegaConf.update(cfg, "optimizer.lr", lr, merge=False)
+        del cfg.method["lr"]
+    return cfg
 
 
 def build(node: DictConfig, **kwargs: Any) -> Any:
@@ -253,6 +262,8 @@ def explain_missing_option(error: MissingConfigException, folders: Sequence[Path
 
 def explain_override_error(error: Exception) -> str:
     cause = error.__cause__
+    if isinstance(cause, ConfigAttributeError) and cause.full_key in MOVED_KEYS:
+        return f"{cause.full_key} has moved: use {MOVED_KEYS[cause.full_key]}=..."
     if isinstance(cause, ConfigAttributeError) and cause.full_key:  # not in the yaml, not in the schema
         return (
             f"unknown key '{cause.full_key}': check its spelling (`python -m peft_glue.train --cfg job` "

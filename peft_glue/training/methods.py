@@ -50,9 +50,9 @@ log = logging.getLogger("peft_glue")
 
 @dataclass
 class Method:
-    """Base class. ``lr`` is the method's default learning rate (``optimizer.lr`` falls back to it)."""
+    """Base class. A method's default learning rate is in its yaml, as ``optimizer.lr`` (the one home of the
+    rate: results.json records it there)."""
 
-    lr: float
     name: ClassVar[str]
     export_dir: ClassVar[str]  # folder in the run directory that holds the trained weights
     order: ClassVar[int] = 100  # where the report lists the method (lower first)

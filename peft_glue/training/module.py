@@ -41,7 +41,7 @@ class GlueClassifier(pl.LightningModule):
         super().__init__()
         self.model = model
         self.task = task
-        self.method = method or Method(lr=lr)  # the optimizer and per-step hooks of the method
+        self.method = method or Method()  # the optimizer and per-step hooks of the method
         self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, tuple(betas), eps
         self.warmup_ratio = warmup_ratio
         metrics = task.metric_collection()

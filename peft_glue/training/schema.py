@@ -324,6 +324,9 @@ def wrong_value(key: str, value: Any, expected: str, example: Any = None) -> str
     return line
 
 
+MOVED_KEYS = {"method.lr": "optimizer.lr"}  # keys of older versions -> where the value lives now
+
+
 def check_fields(
     prefix: str, values: Mapping[str, Any], hints: dict[str, Any], defaults: Mapping, open_ended: bool = False
 ) -> None:
@@ -333,6 +336,8 @@ def check_fields(
         key = f"{prefix}.{name}"
         if name not in hints and open_ended:
             continue
+        if key in MOVED_KEYS:
+            raise UserError(f"{key} has moved: use {MOVED_KEYS[key]}={as_override(value)}")
         if name not in hints:
             known = ", ".join(sorted(hints))
             raise UserError(f"unknown key '{key}'; the keys of {prefix} are: {known}")
