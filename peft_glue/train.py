@@ -30,6 +30,7 @@ from peft_glue.record import COMPLETED, DRY_RUN, FAILED, RunRecord, read_results
 from peft_glue.results.card import write_cards
 from peft_glue.training.best_checkpoint import restore_best
 from peft_glue.training.callbacks import TrainThroughput
+from peft_glue.training.compiled_step import LENGTH_BUCKET, compile_model, compile_seconds
 from peft_glue.training.components import assemble
 from peft_glue.training.config import check_command_line, register_resolvers
 from peft_glue.training.config_paths import CONFIG_PATH
@@ -42,6 +43,7 @@ from peft_glue.training.distributed import (
     launch_ranks_as_this_job,
     share_cores,
 )
+from peft_glue.training.frozen_bf16 import fp32_frozen_weights, store_frozen_in_bf16, wants_frozen_bf16
 from peft_glue.training.hardware import peak_memory_mb, reset_peak_memory
 from peft_glue.training.models import parameter_summary
 from peft_glue.training.module import GlueClassifier
@@ -99,11 +101,25 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
     if cfg.dry_run:
         return record.save(status=DRY_RUN)  # None: nothing trained
 
+    frozen_bf16 = wants_frozen_bf16(cfg.frozen_bf16, cfg.trainer.precision, model, method.frozen_bf16_exact())
+    # a merged export adds the trained delta to the fp32 weights, so it keeps them aside
+    fp32_originals = store_frozen_in_bf16(model, keep_fp32=cfg.merge) if frozen_bf16 else {}
+    record.save(frozen_bf16=frozen_bf16, compile=cfg.compile)
     datamodule = GlueDataModule(
-        task, parts.tokenizer, seed=cfg.seed, virtual_tokens=method.virtual_tokens, **cfg.data
+        task,
+        parts.tokenizer,
+        seed=cfg.seed,
+        virtual_tokens=method.virtual_tokens,
+        length_bucket=LENGTH_BUCKET if cfg.compile else None,
+        **cfg.data,
     )
     module = GlueClassifier(
-        model, task, **cfg.optimizer, warmup_ratio=cfg.scheduler.warmup_ratio, method=method
+        model,
+        task,
+        **cfg.optimizer,
+        warmup_ratio=cfg.scheduler.warmup_ratio,
+        method=method,
+        compiled_model=compile_model(model, cfg.data.max_length) if cfg.compile else None,
     )
     throughput = TrainThroughput()
     launch_ranks_as_this_job()  # with trainer=ddp: the other ranks run this job, in its folder
@@ -115,9 +131,15 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
     check_strategy(str(cfg.trainer.strategy), cfg.trainer.use_distributed_sampler, trainer.world_size)
     record.writes = trainer.is_global_zero  # results, exports and submission files: written once, by rank 0
     record.save(resumed_from=str(checkpoint) if checkpoint else None)
+    compiling_before = compile_seconds()
     trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
+    compiling = compile_seconds() - compiling_before
     history = module.val_history
     best = restore_best(trainer, module)  # export, test and predict with the epoch validation picked
+    with fp32_frozen_weights(model, fp32_originals):  # exports as from an fp32 run
+        exports = (
+            export_trained(method, model, parts.tokenizer, run_dir, cfg.merge) if record.writes else None
+        )
     record.save(
         val={"best": best_epoch(history, task.monitor), "last": history[-1]} if history else None,
         val_history=history,
@@ -126,7 +148,8 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
         train_seconds=round(throughput.seconds, 2),
         train_samples=throughput.samples,  # all ranks together
         train_samples_per_second=throughput.samples_per_second,
-        exports=export_trained(method, model, parts.tokenizer, run_dir, cfg.merge) if record.writes else None,
+        compile_seconds=round(compiling, 2) if cfg.compile else None,  # within train_seconds
+        exports=exports,
     )
 
     if datamodule.test_labelled:  # GLUE dev when validation was carved from train: evaluated once, here

@@ -43,7 +43,10 @@ def fast_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
     thresholds = lane_thresholds(1.0 - p)
     if thresholds is None:
         return x
-    keep = lane_mask(x.shape, thresholds, torch.lt, x.device)
+    if torch.compiler.is_compiling():  # one opaque op in the graph: no graph break, the same draws
+        keep = keep_mask(x, thresholds[0], thresholds[1])
+    else:
+        keep = lane_mask(x.shape, thresholds, torch.lt, x.device)
     return x * keep.to(x.dtype).mul_(1.0 / (1.0 - p))
 
 
@@ -59,6 +62,21 @@ def lane_mask(
     for lane, threshold in enumerate(thresholds):  # per half: 2x faster than one broadcast
         compare(halves[:, lane], threshold, out=mask[:, lane])
     return mask.view(-1)[:n].view(shape)
+
+
+@torch.library.custom_op("peft_glue::keep_mask", mutates_args=(), tags=(torch.Tag.nondeterministic_seeded,))
+def keep_mask(x: torch.Tensor, low: int, high: int) -> torch.Tensor:
+    """``lane_mask(x.shape, (low, high), torch.lt)`` as a custom op, for ``torch.compile``: Dynamo cannot
+    trace ``random_()`` (a graph break at every dropout), and an op of its own keeps torch's generator, so
+    a compiled step draws the masks an eager one draws. It takes ``x`` (not only its shape), so that each
+    dropout stays a call of its own, in the forward order, and is tagged nondeterministic, so that the
+    compiler does not recompute it in the backward pass."""
+    return lane_mask(x.shape, (low, high), torch.lt, x.device)
+
+
+@keep_mask.register_fake
+def _(x: torch.Tensor, low: int, high: int) -> torch.Tensor:
+    return torch.empty(x.shape, dtype=torch.bool, device=x.device)
 
 
 class CpuDropout(nn.Dropout):

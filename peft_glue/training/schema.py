@@ -83,6 +83,8 @@ class Config:
     merge: bool = False
     submission: bool = True
     cpu_dropout: bool = True
+    frozen_bf16: bool = True
+    compile: bool = False
     threads: Optional[int] = None
     checkpoint: dict[str, Any] = MISSING  # checked against its class (ModelCheckpoint)
     best_checkpoint: dict[str, Any] = MISSING  # checked against its class (ModelCheckpoint)
