@@ -30,7 +30,7 @@ from peft_glue.record import COMPLETED, DRY_RUN, FAILED, RunRecord, read_results
 from peft_glue.results.card import write_cards
 from peft_glue.training.best_checkpoint import restore_best
 from peft_glue.training.callbacks import TrainThroughput
-from peft_glue.training.compiled_step import LENGTH_BUCKET, compile_model, compile_seconds
+from peft_glue.training.compiled_step import LENGTH_BUCKET, CompileClock, compile_model
 from peft_glue.training.components import assemble
 from peft_glue.training.config import check_command_line, register_resolvers
 from peft_glue.training.config_paths import CONFIG_PATH
@@ -131,9 +131,8 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
     check_strategy(str(cfg.trainer.strategy), cfg.trainer.use_distributed_sampler, trainer.world_size)
     record.writes = trainer.is_global_zero  # results, exports and submission files: written once, by rank 0
     record.save(resumed_from=str(checkpoint) if checkpoint else None)
-    compiling_before = compile_seconds()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
-    compiling = compile_seconds() - compiling_before
+    with CompileClock() as compiling:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
     history = module.val_history
     best = restore_best(trainer, module)  # export, test and predict with the epoch validation picked
     with fp32_frozen_weights(model, fp32_originals):  # exports as from an fp32 run
@@ -148,7 +147,7 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
         train_seconds=round(throughput.seconds, 2),
         train_samples=throughput.samples,  # all ranks together
         train_samples_per_second=throughput.samples_per_second,
-        compile_seconds=round(compiling, 2) if cfg.compile else None,  # within train_seconds
+        compile_seconds=round(compiling.seconds, 2) if cfg.compile else None,  # within train_seconds
         exports=exports,
     )
 

@@ -12,6 +12,7 @@ reassociation.
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 from torch import nn
@@ -28,9 +29,25 @@ def compile_model(model: nn.Module, max_length: int) -> nn.Module:
     return torch.compile(model, dynamic=False)
 
 
-def compile_seconds() -> float:
-    """Seconds this process has spent compiling so far (Dynamo's frame compiles and the lazily compiled
-    backward graphs): subtract two readings to get a run's compile time."""
-    from torch._dynamo.utils import calculate_time_spent
+class CompileClock:
+    """Inside ``with``: the wall seconds spent compiling (``seconds``), from Dynamo's compile start and end
+    callbacks, which fire around every graph compile, the lazily compiled backward graphs included."""
 
-    return float(calculate_time_spent().get("total_wall_time", 0.0))
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._started = 0.0
+
+    def _start(self, _args: object) -> None:
+        self._started = time.perf_counter()
+
+    def _end(self, _args: object) -> None:
+        self.seconds += time.perf_counter() - self._started
+
+    def __enter__(self) -> CompileClock:
+        torch._dynamo.callback_handler.register_start_callback(self._start)
+        torch._dynamo.callback_handler.register_end_callback(self._end)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        torch._dynamo.callback_handler.remove_start_callback(self._start)
+        torch._dynamo.callback_handler.remove_end_callback(self._end)
