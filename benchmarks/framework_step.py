@@ -78,16 +78,17 @@ class FrameworkStep:
         """The step's autocast context, as Lightning's precision plugin opens it."""
         return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
 
-    def new_module(self) -> GlueClassifier:
+    def new_module(self, frozen_bf16: bool | None = None) -> GlueClassifier:
         """A fresh classifier with the method applied, the configured dropout (`cpu_dropout`) and, under
-        bf16-mixed, the frozen weights in bf16 (`frozen_bf16`), in the framework's LightningModule:
-        ``module(batch)`` gives the logits."""
+        bf16-mixed, the frozen weights in bf16 (`frozen_bf16`, or the argument), in the framework's
+        LightningModule: ``module(batch)`` gives the logits."""
         parts = assemble(self.cfg)  # as training builds it
         model = parts.model
         if self.cfg.cpu_dropout:
             use_cpu_dropout(model)
         exact = parts.method.frozen_bf16_exact()
-        if wants_frozen_bf16(self.cfg.frozen_bf16, self.cfg.trainer.precision, model, exact):
+        wanted = self.cfg.frozen_bf16 if frozen_bf16 is None else frozen_bf16
+        if wants_frozen_bf16(wanted, self.cfg.trainer.precision, model, exact):
             store_frozen_in_bf16(model)
         return GlueClassifier(model, self.task, **self.cfg.optimizer, warmup_ratio=self.hparams.warmup_ratio)
 
