@@ -43,7 +43,7 @@ from peft_glue.training.distributed import (
     launch_ranks_as_this_job,
     share_cores,
 )
-from peft_glue.training.frozen_bf16 import fp32_frozen_weights, store_frozen_in_bf16, wants_frozen_bf16
+from peft_glue.training.frozen_bf16 import restore_fp32, store_frozen_in_bf16, wants_frozen_bf16
 from peft_glue.training.hardware import peak_memory_mb, reset_peak_memory
 from peft_glue.training.models import parameter_summary
 from peft_glue.training.module import GlueClassifier
@@ -102,8 +102,7 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
         return record.save(status=DRY_RUN)  # None: nothing trained
 
     frozen_bf16 = wants_frozen_bf16(cfg.frozen_bf16, cfg.trainer.precision, model, method.frozen_bf16_exact())
-    # a merged export adds the trained delta to the fp32 weights, so it keeps them aside
-    fp32_originals = store_frozen_in_bf16(model, keep_fp32=cfg.merge) if frozen_bf16 else {}
+    fp32_originals = store_frozen_in_bf16(model) if frozen_bf16 else {}  # put back after training
     record.save(frozen_bf16=frozen_bf16, compile=cfg.compile)
     datamodule = GlueDataModule(
         task,
@@ -133,12 +132,9 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
     record.save(resumed_from=str(checkpoint) if checkpoint else None)
     with CompileClock() as compiling:
         trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
+    restore_fp32(model, fp32_originals)  # exports, merges, test and predict: the fp32 model, as without it
     history = module.val_history
     best = restore_best(trainer, module)  # export, test and predict with the epoch validation picked
-    with fp32_frozen_weights(model, fp32_originals):  # exports as from an fp32 run
-        exports = (
-            export_trained(method, model, parts.tokenizer, run_dir, cfg.merge) if record.writes else None
-        )
     record.save(
         val={"best": best_epoch(history, task.monitor), "last": history[-1]} if history else None,
         val_history=history,
@@ -148,7 +144,7 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
         train_samples=throughput.samples,  # all ranks together
         train_samples_per_second=throughput.samples_per_second,
         compile_seconds=round(compiling.seconds, 2) if cfg.compile else None,  # within train_seconds
-        exports=exports,
+        exports=export_trained(method, model, parts.tokenizer, run_dir, cfg.merge) if record.writes else None,
     )
 
     if datamodule.test_labelled:  # GLUE dev when validation was carved from train: evaluated once, here

@@ -43,6 +43,11 @@ def base_model(tiny_bert: Path) -> torch.nn.Module:
     return AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2).eval()
 
 
+def base_model_of(module: GlueClassifier) -> torch.nn.Module:
+    """The pretrained model the run started from (its config's path), in fp32."""
+    return AutoModelForSequenceClassification.from_pretrained(module.model.config.name_or_path, num_labels=2)
+
+
 def dev_batch(tiny_bert: Path, tiny_glue: Path) -> dict:
     data = GlueDataModule(SST2(), load_tokenizer(str(tiny_bert)), data_dir=str(tiny_glue), batch_size=32)
     data.setup()
@@ -74,31 +79,47 @@ def assert_within_bf16_rounding(ours: torch.Tensor, run: torch.Tensor) -> None:
     assert (ours - run).abs().max().item() <= bf16_tolerance(run), (ours - run).abs().max()
 
 
+SEEN_AT_FIRST_STEP: dict[str, dict[str, torch.dtype]] = {}  # run -> parameter name -> dtype
+
+
 @pytest.fixture(scope="module")
 def bf16_runs(tiny_bert, tiny_glue, tmp_path_factory) -> dict[str, tuple[Path, GlueClassifier]]:
-    """The same bf16-mixed LoRA run with frozen weights in bf16 (and merge=true) and with them in fp32."""
+    """The same bf16-mixed LoRA run with frozen weights in bf16 (and merge=true) and with them in fp32;
+    the dtypes of the model's tensors at the first training step go to SEEN_AT_FIRST_STEP."""
     runs = {}
     for name, extra in {"on": ["frozen_bf16=true", "merge=true"], "off": ["frozen_bf16=false"]}.items():
         folder = tmp_path_factory.mktemp(f"bf16_{name}")
-        runs[name] = folder, trained([*BF16_LORA, *extra, *tiny_overrides(tiny_bert, tiny_glue)], folder)
+
+        def spy(module: GlueClassifier, batch: dict, batch_idx: int, run: str = name) -> None:
+            if batch_idx == 0 and module.current_epoch == 0:
+                SEEN_AT_FIRST_STEP[run] = {n: p.dtype for n, p in module.model.named_parameters()}
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(GlueClassifier, "on_train_batch_start", spy, raising=False)
+            runs[name] = folder, trained([*BF16_LORA, *extra, *tiny_overrides(tiny_bert, tiny_glue)], folder)
     return runs
 
 
 def test_frozen_linear_weights_bf16_trainable_tensors_and_optimizer_state_fp32(bf16_runs):
     folder, module = bf16_runs["on"]
     params = dict(module.model.named_parameters())
+    seen = SEEN_AT_FIRST_STEP["on"]
     frozen_linear = [n for n in params if ".base_layer." in n or n.endswith(("key.weight", "dense.weight"))]
-    assert frozen_linear and all(params[n].dtype == torch.bfloat16 for n in frozen_linear)
+    assert frozen_linear and all(seen[n] == torch.bfloat16 for n in frozen_linear)
     # autocast keeps embeddings and LayerNorms in fp32: so do we
-    assert all(p.dtype == torch.float32 for n, p in params.items() if "embeddings" in n or "LayerNorm" in n)
-    trainable = [p for p in params.values() if p.requires_grad]
-    assert trainable and all(p.dtype == torch.float32 for p in trainable)
+    assert all(seen[n] == torch.float32 for n in params if "embeddings" in n or "LayerNorm" in n)
+    trainable = [n for n, p in params.items() if p.requires_grad]
+    assert trainable and all(seen[n] == torch.float32 for n in trainable)
     state = module.trainer.optimizers[0].state
     moments = [t for s in state.values() for k, t in s.items() if k in ("exp_avg", "exp_avg_sq")]
     assert len(moments) == 2 * len(trainable) and all(t.dtype == torch.float32 for t in moments)
     assert json.loads((folder / "results.json").read_text())["frozen_bf16"] is True
-    # off: nothing is cast
-    assert all(p.dtype == torch.float32 for p in bf16_runs["off"][1].model.parameters())
+    # after training the fp32 originals are back, bit for bit; off: nothing was ever cast
+    base = dict(base_model_of(module).named_parameters())
+    assert all(p.dtype == torch.float32 for p in params.values())
+    assert all(torch.equal(base[n.replace("base_model.model.", "").replace(".base_layer", "")], params[n])
+               for n in frozen_linear)  # fmt: skip
+    assert set(SEEN_AT_FIRST_STEP["off"].values()) == {torch.float32}
 
 
 def test_frozen_bf16_trains_bit_identically_to_todays_bf16_mixed(bf16_runs):

@@ -5,14 +5,12 @@ bf16 again at every forward. A weight that does not train never changes, so cast
 starts, gives the same bf16 values without the per-step cast and halves its memory. Only the weights that
 autocast would cast anyway are stored in bf16 (the weight and bias of a frozen ``nn.Linear``); embeddings and
 LayerNorms, which autocast keeps in fp32, stay fp32, as do every trainable tensor, the optimizer state and
-the loss. Checkpoints and adapter/BitFit exports hold only trainable (fp32) tensors and are unchanged; a
-merged export puts the fp32 originals back first (``fp32_frozen_weights``) and adds the fp32 delta to them.
+the loss. The fp32 originals wait in host memory and are put back when training ends (``restore_fp32``), so
+exports, merges (the fp32 delta added to the fp32 weights) and whoever uses the model afterwards see the
+fp32 model; checkpoints hold only trainable (fp32) tensors and are unchanged.
 """
 
 from __future__ import annotations
-
-import contextlib
-from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -40,27 +38,19 @@ def frozen_linear_tensors(model: nn.Module) -> dict[str, nn.Parameter]:
     return found
 
 
-def store_frozen_in_bf16(model: nn.Module, keep_fp32: bool = False) -> dict[str, torch.Tensor]:
-    """Cast the frozen ``nn.Linear`` tensors to bf16 in place; returns their fp32 originals (on the CPU)
-    when ``keep_fp32`` (a merged export needs them), else an empty dict."""
+def store_frozen_in_bf16(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Cast the frozen ``nn.Linear`` tensors to bf16 in place; returns their fp32 originals, on the CPU
+    (``restore_fp32`` puts them back after training, for exports, merges and callers)."""
     originals: dict[str, torch.Tensor] = {}
     for name, param in frozen_linear_tensors(model).items():
-        if keep_fp32:
-            originals[name] = param.detach().to("cpu", copy=True)
+        originals[name] = param.detach().to("cpu", copy=True)
         param.data = param.data.to(torch.bfloat16)
     return originals
 
 
-@contextlib.contextmanager
-def fp32_frozen_weights(model: nn.Module, originals: dict[str, torch.Tensor]) -> Iterator[nn.Module]:
-    """Inside: the model with its fp32 original frozen weights back (bit for bit), for exporting; after:
-    bf16 again."""
+def restore_fp32(model: nn.Module, originals: dict[str, torch.Tensor]) -> nn.Module:
+    """Put the fp32 originals from ``store_frozen_in_bf16`` back (bit for bit), on the model's device."""
     params = dict(model.named_parameters())
-    stored = {name: params[name].data for name in originals}
-    try:
-        for name, original in originals.items():
-            params[name].data = original.to(stored[name].device)
-        yield model
-    finally:
-        for name, data in stored.items():
-            params[name].data = data
+    for name, original in originals.items():
+        params[name].data = original.to(params[name].device)
+    return model
