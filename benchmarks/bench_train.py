@@ -20,6 +20,7 @@ See benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime as dt
 import json
 import os
@@ -39,7 +40,7 @@ from benchmarks.hf_baseline import train_baseline
 from benchmarks.hydra_config import Hyperparameters, compose_config, override_value
 from benchmarks.machine import machine_info
 from benchmarks.options import REPO_ROOT, add_training_options
-from benchmarks.report import ratios, summarise, write_report
+from benchmarks.report import compile_break_even, ratios, summarise, write_report
 from benchmarks.variants import VARIANTS, parse_variants
 
 MODULE = "benchmarks.bench_train"  # run as `python -m benchmarks.bench_train`, workers too
@@ -51,10 +52,12 @@ class BenchError(RuntimeError):
 
 
 # --------------------------------------------------------------------------------------------- config
-def benchmark_overrides(args: argparse.Namespace) -> list[str]:
-    """The config of every variant: conf/ with these overrides; (a) runs `python -m peft_glue.train` with
-    them, the baselines read their hyperparameters from the config they compose."""
-    precision = [f"trainer.precision={args.precision}"] if args.precision else []
+def benchmark_overrides(args: argparse.Namespace, variant: tuple[str, ...] = ()) -> list[str]:
+    """The config of every variant: conf/ with these overrides; the framework variants run
+    `python -m peft_glue.train` with them and their own (``variant``), the baselines read their
+    hyperparameters from the config they compose. A variant's own precision wins over ``--precision``."""
+    own_precision = any(override.startswith("trainer.precision=") for override in variant)
+    precision = [f"trainer.precision={args.precision}"] if args.precision and not own_precision else []
     return [
         "model=minilm",
         f"task={args.task}",
@@ -73,6 +76,7 @@ def benchmark_overrides(args: argparse.Namespace) -> list[str]:
         "trainer.limit_predict_batches=1",
         *precision,
         f"seed={args.seed}",
+        *variant,
     ]
 
 
@@ -129,10 +133,12 @@ def run_subprocess(command: list[str], what: str) -> subprocess.CompletedProcess
     return proc
 
 
-def run_framework(args: argparse.Namespace) -> dict:
-    """(a): the framework's own command; its results.json gives samples/s, train seconds and peak memory."""
+def run_framework(args: argparse.Namespace, name: str) -> dict:
+    """A framework variant: the framework's own command; its results.json gives samples/s, train seconds,
+    compile seconds and peak memory."""
     with tempfile.TemporaryDirectory(prefix="bench_framework_") as run_dir:
-        overrides = [*benchmark_overrides(args), f"hydra.run.dir={override_value(run_dir)}"]
+        own = VARIANTS[name].framework or ()
+        overrides = [*benchmark_overrides(args, own), f"hydra.run.dir={override_value(run_dir)}"]
         command = [sys.executable, "-m", "peft_glue.train", *overrides]
         run_subprocess(command, "python -m peft_glue.train")
         record = json.loads((Path(run_dir) / "results.json").read_text())
@@ -144,8 +150,21 @@ def run_framework(args: argparse.Namespace) -> dict:
         "samples_per_second": record["train_samples_per_second"],
         "precision": record.get("precision"),
         "peak_memory_mb": record.get("peak_memory_mb"),
+        "frozen_bf16": record.get("frozen_bf16"),
+        "compile_seconds": record.get("compile_seconds"),
+        "train_loss": last_train_loss(Path(run_dir)),
         "command": shlex.join(["python", *command[1:]]),
     }
+
+
+def last_train_loss(run_dir: Path) -> float | None:
+    """The last logged training loss of a framework run (its CSV logger's metrics.csv), for a glance at
+    whether the variants trained alike."""
+    files = sorted(run_dir.glob("**/metrics.csv"))
+    if not files:
+        return None
+    rows = [row for row in csv.DictReader(files[-1].open()) if row.get("train/loss")]
+    return float(rows[-1]["train/loss"]) if rows else None
 
 
 def worker_command(args: argparse.Namespace, worker: str) -> list[str]:
@@ -167,7 +186,7 @@ def run_self(args: argparse.Namespace, worker: str) -> dict:
 
 
 def run_one(args: argparse.Namespace, name: str) -> dict:
-    return run_framework(args) if name == "framework" else run_self(args, name)
+    return run_framework(args, name) if VARIANTS[name].framework is not None else run_self(args, name)
 
 
 def orchestrate(args: argparse.Namespace) -> int:
@@ -198,7 +217,11 @@ def orchestrate(args: argparse.Namespace) -> int:
         lora_targets=len(lora.get("target_modules", [])),
     )
     framework = framework_epoch(cfg)
-
+    machine = machine_info()
+    log(
+        f"CPU: {machine['cpu_model']}, {machine['cpu_cores']} cores; amx_bf16 {machine['amx_bf16']}, "
+        f"amx_tile {machine['amx_tile']}, avx512_bf16 {machine['avx512_bf16']}"
+    )
     log(f"measuring the matmul peak ({args.peak_size or 'default'} size)")
     peak = run_self(args, "peak")
     log(
@@ -226,7 +249,9 @@ def orchestrate(args: argparse.Namespace) -> int:
         name: args.padded_examples if variant.padded else args.examples for name, variant in VARIANTS.items()
     }
     framework_shapes = framework.batch_shapes if framework else None
-    summary = summarise(runs, errors, examples, lengths, framework_shapes, flop_model, peak)
+    summary = summarise(
+        runs, errors, examples, lengths, framework_shapes, flop_model, peak, hparams.max_length
+    )
     fingerprint = data.fingerprint()
     slice_tokens = token_fingerprint(data.rows, ids, data.labels)
     framework_tokens = framework.fingerprint if framework else None
@@ -261,7 +286,7 @@ def orchestrate(args: argparse.Namespace) -> int:
             "glue_dir": str(args.glue_dir),
             "overrides": benchmark_overrides(args),
         },
-        "machine": machine_info(),
+        "machine": machine,
         "matmul_peak": peak,
         "slice": {
             "examples": len(lengths),
@@ -282,6 +307,7 @@ def orchestrate(args: argparse.Namespace) -> int:
         },
         "variants": summary,
         "ratios": ratios(summary),
+        "compile_break_even": compile_break_even(summary, args.batch_size),
     }
     text = write_report(report, args.out)
     print(text)

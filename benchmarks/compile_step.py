@@ -1,63 +1,114 @@
-"""Does torch.compile speed up a training step on this machine? Eager vs compiled, same batches.
+"""The speed levers of issue 32 side by side in one process: the same training steps (forward, backward,
+AdamW) of the framework's model, method and length-grouped batches, as
 
-    .venv/bin/python -m benchmarks.compile_step --task sst2 --method lora --steps 60
+    fp32           trainer.precision=32-true
+    bf16_today     bf16 autocast, frozen weights fp32 and cast at every step (frozen_bf16=false)
+    bf16_frozen    bf16 autocast, frozen nn.Linear weights stored in bf16 (frozen_bf16=true, the default)
+    bf16_compiled  bf16_frozen with compile=true: batches padded to multiples of 16 tokens, torch.compile
 
-Builds the model, method and length-grouped batches from the project's config as
-`python -m peft_glue.train model=minilm` does, then times the same training steps (forward, backward, AdamW)
-eagerly and with ``torch.compile(dynamic=True)`` (Inductor fuses dropout and the elementwise ops that the
-profile of benchmarks.profile_step shows outside the matrix multiplies). Compilation and the first steps of
-each are warm-up, reported apart from steady state.
+    .venv/bin/python -m benchmarks.compile_step --task sst2 --method lora --steps 20 --rounds 3
+
+Each variant first runs every distinct batch shape once (warm-up; for the compiled one that is where it
+compiles, timed apart), then the variants take turns, ``--rounds`` times ``--steps`` steps each, so that noise
+from other processes on a shared machine hits them alike; the median samples/s over the rounds is reported,
+with every round, the ratios, and the compile break-even (compile seconds / seconds saved per step).
 """
 
 from __future__ import annotations
 
+import statistics
 import time
+from collections.abc import Callable
 
 import torch
 
 from benchmarks.framework_step import FrameworkStep, step_parser
+from peft_glue.training.compiled_step import LENGTH_BUCKET, CompileClock, compile_model
+from peft_glue.training.data import BucketPadding
+from peft_glue.training.frozen_bf16 import store_frozen_in_bf16
+
+VARIANTS = ("fp32", "bf16_today", "bf16_frozen", "bf16_compiled")
 
 
-def timed_steps(
-    module: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: list[dict], warmup: int
-) -> tuple[float, float]:
-    """(seconds of the first ``warmup`` steps, samples/s of the rest)."""
-    module.train()
-    marks = []
-    start = time.perf_counter()
-    for i, batch in enumerate(batches):
-        if i == warmup:
-            marks.append(time.perf_counter())
-        loss = torch.nn.functional.cross_entropy(module(batch), batch["labels"])
-        loss.backward()
+def make_step(setup: FrameworkStep, variant: str) -> Callable[[dict], None]:
+    """One training step of a fresh model as ``variant`` runs it."""
+    torch.manual_seed(0)
+    module = setup.new_module(frozen_bf16=False)  # the variant decides
+    model = module.model
+    if variant in ("bf16_frozen", "bf16_compiled"):
+        store_frozen_in_bf16(model)
+    run = compile_model(model, setup.cfg.data.max_length) if variant == "bf16_compiled" else model
+    optimizer = setup.new_optimizer(module)
+    model.train()
+    bf16 = variant != "fp32"
+
+    def step(batch: dict) -> None:
+        inputs = {
+            key: batch[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in batch
+        }
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = run(**inputs).logits
+        torch.nn.functional.cross_entropy(logits.float(), batch["labels"]).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    end = time.perf_counter()
-    samples = sum(len(batch["labels"]) for batch in batches[warmup:])
-    return marks[0] - start, samples / (end - marks[0])
+
+    return step
+
+
+def timed(step: Callable[[dict], None], batches: list[dict]) -> float:
+    start = time.perf_counter()
+    for batch in batches:
+        step(batch)
+    return time.perf_counter() - start
 
 
 def main() -> None:
-    parser = step_parser(__doc__, steps=60)  # --steps: timed steps after the warm-up
-    parser.add_argument("--warmup", type=int, default=10)
+    parser = step_parser(__doc__, steps=20)  # --steps: steps per round and variant
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     args = parser.parse_args()
     setup = FrameworkStep.from_args(args)
-    loader = iter(setup.data.train_dataloader())
-    batches = [next(loader) for _ in range(args.warmup + args.steps)]
+    loader = setup.data.train_dataloader()
+    plain = [batch for _, batch in zip(range(args.steps), loader, strict=False)]
+    setup.data.train_collate = BucketPadding(setup.data.tokenizer, LENGTH_BUCKET, setup.data.max_length)
+    bucketed = [batch for _, batch in zip(range(args.steps), setup.data.train_dataloader(), strict=False)]
+    samples = sum(len(batch["labels"]) for batch in plain)
 
-    results = {}
-    for variant in ("eager", "compiled"):
-        torch.manual_seed(0)
-        module = setup.new_module()
-        optimizer = setup.new_optimizer(module)
-        if variant == "compiled":
-            module = torch.compile(module, dynamic=True)
-        results[variant] = timed_steps(module, optimizer, batches, args.warmup)
-        print(f"{variant}: first {args.warmup} steps {results[variant][0]:.1f} s, "
-              f"then {results[variant][1]:.1f} samples/s", flush=True)  # fmt: skip
-    ratio = results["compiled"][1] / results["eager"][1]
-    setup_text = f"{args.task}, {args.method}, batch {args.batch_size}, {torch.get_num_threads()} threads"
-    print(f"compiled / eager, steady state: {ratio:.2f}x ({setup_text})")
+    steps, warmup = {}, {}
+    for variant in args.variants:
+        steps[variant] = make_step(setup, variant)
+        batches = bucketed if variant == "bf16_compiled" else plain
+        firsts = list({tuple(b["input_ids"].shape): b for b in batches}.values())  # each shape once
+        with CompileClock() as clock:
+            warmup[variant] = (timed(steps[variant], firsts), clock)
+        print(f"{variant}: warm-up ({len(firsts)} shapes) {warmup[variant][0]:.1f} s, "
+              f"compiling {clock.seconds:.1f} s", flush=True)  # fmt: skip
+    speeds: dict[str, list[float]] = {variant: [] for variant in args.variants}
+    for round_ in range(args.rounds):
+        for variant in args.variants:
+            batches = bucketed if variant == "bf16_compiled" else plain
+            speeds[variant].append(samples / timed(steps[variant], batches))
+        print(f"round {round_ + 1}: " + ", ".join(f"{v} {s[-1]:.1f}" for v, s in speeds.items()), flush=True)
+    compiling = warmup["bf16_compiled"][1].seconds if "bf16_compiled" in warmup else None
+    report(args, speeds, samples / len(plain), compiling)
+
+
+def report(args, speeds: dict[str, list[float]], batch_size: float, compile_seconds: float | None) -> None:
+    median = {variant: statistics.median(values) for variant, values in speeds.items()}
+    threads = torch.get_num_threads()
+    print(f"\n{args.task} {args.method}, batch {args.batch_size}, {args.steps} steps x {args.rounds} rounds, "
+          f"{threads} threads; median samples/s:")  # fmt: skip
+    for variant, value in median.items():
+        print(f"  {variant:14s} {value:8.1f}   ({', '.join(f'{v:.1f}' for v in speeds[variant])})")
+    for ours, theirs in (("bf16_frozen", "bf16_today"), ("bf16_compiled", "bf16_frozen"),
+                         ("bf16_compiled", "bf16_today"), ("bf16_frozen", "fp32")):  # fmt: skip
+        if ours in median and theirs in median:
+            print(f"  {ours} / {theirs}: {median[ours] / median[theirs]:.2f}x")
+    if compile_seconds is None or "bf16_frozen" not in median:
+        return
+    saved = batch_size / median["bf16_frozen"] - batch_size / median["bf16_compiled"]
+    even = f"{compile_seconds / saved:,.0f} steps" if saved > 0 else "never (no faster per step)"
+    print(f"  compile: {compile_seconds:.1f} s, {1000 * saved:.1f} ms saved a step: pays back after {even}")
 
 
 if __name__ == "__main__":

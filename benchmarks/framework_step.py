@@ -15,6 +15,7 @@ from benchmarks.options import add_training_options
 from peft_glue.training.components import assemble
 from peft_glue.training.cpu_dropout import use_cpu_dropout
 from peft_glue.training.data import GlueDataModule
+from peft_glue.training.frozen_bf16 import BF16_MIXED, store_frozen_in_bf16, wants_frozen_bf16
 from peft_glue.training.models import load_tokenizer
 from peft_glue.training.module import GlueClassifier
 from peft_glue.training.tasks import GlueTask
@@ -26,6 +27,16 @@ def step_parser(doc: str, steps: int) -> argparse.ArgumentParser:
     add_training_options(parser)
     parser.add_argument("--steps", type=int, default=steps)
     parser.add_argument("--torch-dropout", action="store_true", help="torch's dropout (cpu_dropout=false)")
+    parser.add_argument(
+        "--precision",
+        default=None,
+        help="trainer.precision: bf16-mixed or 32-true (default: the framework's)",
+    )
+    parser.add_argument(
+        "--no-frozen-bf16",
+        action="store_true",
+        help="frozen weights in fp32, cast every step (frozen_bf16=false)",
+    )
     return parser
 
 
@@ -48,6 +59,8 @@ class FrameworkStep:
                 f"data.batch_size={args.batch_size}",
                 f"data.data_dir={override_value(str(args.glue_dir))}",
                 f"cpu_dropout={'false' if args.torch_dropout else 'true'}",
+                f"frozen_bf16={'false' if args.no_frozen_bf16 else 'true'}",
+                *([f"trainer.precision={args.precision}"] if args.precision else []),
             ]
         )
         task = instantiate(cfg.task)
@@ -56,12 +69,27 @@ class FrameworkStep:
         data.setup()
         return cls(cfg, task, Hyperparameters.from_config(cfg), data)
 
-    def new_module(self) -> GlueClassifier:
-        """A fresh classifier with the method applied and the configured dropout (`cpu_dropout`), in the
-        framework's LightningModule: ``module(batch)`` gives the logits."""
-        model = assemble(self.cfg).model  # as training builds it
+    @property
+    def bf16(self) -> bool:
+        """Whether the step runs under bf16 autocast (``trainer.precision=bf16-mixed``)."""
+        return str(self.cfg.trainer.precision) in BF16_MIXED
+
+    def autocast(self) -> torch.autocast:
+        """The step's autocast context, as Lightning's precision plugin opens it."""
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
+
+    def new_module(self, frozen_bf16: bool | None = None) -> GlueClassifier:
+        """A fresh classifier with the method applied, the configured dropout (`cpu_dropout`) and, under
+        bf16-mixed, the frozen weights in bf16 (`frozen_bf16`, or the argument), in the framework's
+        LightningModule: ``module(batch)`` gives the logits."""
+        parts = assemble(self.cfg)  # as training builds it
+        model = parts.model
         if self.cfg.cpu_dropout:
             use_cpu_dropout(model)
+        exact = parts.method.frozen_bf16_exact()
+        wanted = self.cfg.frozen_bf16 if frozen_bf16 is None else frozen_bf16
+        if wants_frozen_bf16(wanted, self.cfg.trainer.precision, model, exact):
+            store_frozen_in_bf16(model)
         return GlueClassifier(model, self.task, **self.cfg.optimizer, warmup_ratio=self.hparams.warmup_ratio)
 
     def new_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:

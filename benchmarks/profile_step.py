@@ -12,6 +12,7 @@ kernels and over the whole step.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 
 import torch
@@ -22,6 +23,7 @@ from benchmarks.framework_step import FrameworkStep, step_parser
 MATMUL_OPS = ("aten::addmm", "aten::mm", "aten::bmm", "aten::matmul", "aten::linear", "mkldnn")
 GROUPS = {
     "matrix multiplies": MATMUL_OPS,
+    "casts (dtype conversions, copies)": ("aten::to", "aten::_to_copy", "aten::copy_"),
     "attention (sdpa)": ("scaled_dot_product", "_flash_attention", "_efficient_attention"),
     "layer norm": ("layer_norm",),
     "dropout masks": ("bernoulli", "random_", "aten::lt"),
@@ -47,7 +49,9 @@ def main() -> None:
 
     def step() -> None:
         batch = next(batches)
-        loss = torch.nn.functional.cross_entropy(module(batch), batch["labels"])
+        with setup.autocast():
+            logits = module(batch)
+        loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"])
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -56,18 +60,30 @@ def main() -> None:
     for _ in range(3):  # warm-up: allocator, oneDNN primitive caches
         step()
     with profile(activities=[ProfilerActivity.CPU], with_flops=True) as profiler:
+        start = time.perf_counter()
         for _ in range(args.steps):
             step()
+        wall = time.perf_counter() - start
     events = profiler.key_averages()
     total = sum(event.self_cpu_time_total for event in events)
     grouped: dict[str, float] = defaultdict(float)
     for event in events:
         grouped[group_of(event.key)] += event.self_cpu_time_total
     threads = torch.get_num_threads()
-    print(f"{args.task} {args.method}, batch {args.batch_size}, {args.steps} steps, {threads} threads")
+    precision = "bf16 autocast" if setup.bf16 else "fp32"
+    frozen = " (frozen weights in bf16)" if setup.bf16 and setup.cfg.frozen_bf16 else ""
+    print(
+        f"{args.task} {args.method}, batch {args.batch_size}, {args.steps} steps, {threads} threads, "
+        f"{precision}{frozen}"
+    )
     print(f"{'share':>6}  {'ms/step':>8}  group")
     for group, micros in sorted(grouped.items(), key=lambda item: -item[1]):
         print(f"{100 * micros / total:5.1f}%  {micros / 1e3 / args.steps:8.1f}  {group}")
+    outside = max(0.0, wall * 1e6 - total)  # microseconds of the step not inside any operator
+    print(
+        f"step {1e3 * wall / args.steps:.1f} ms wall; outside any operator (Python, module "
+        f"code, dispatch, profiler) ~{outside / 1e3 / args.steps:.1f} ms"
+    )
     flops = sum(event.flops for event in events)  # the profiler counts matmul FLOPs (mm, addmm, bmm)
     matmul_seconds = grouped["matrix multiplies"] / 1e6
     print(

@@ -1,4 +1,5 @@
-"""The variants bench_train compares: (a) the framework, (b), (c), (c') transformers.Trainer baselines."""
+"""The variants bench_train compares: the framework as a user runs it (a) and with the speed levers of issue
+32 switched (a0, a32, ac), and the transformers.Trainer baselines (b), (c), (c')."""
 
 from __future__ import annotations
 
@@ -12,10 +13,30 @@ class Variant:
     description: str
     padded: bool = False  # every example padded to max_length
     bf16: bool = False
+    framework: tuple[str, ...] | None = None  # a framework run: `python -m peft_glue.train` + these overrides
+
+    @property
+    def compiled(self) -> bool:
+        return "compile=true" in (self.framework or ())
 
 
 VARIANTS = {
-    "framework": Variant("a", "peft_glue: Lightning + Hydra, per-batch padding, length-grouped batches"),
+    "framework": Variant(
+        "a", "peft_glue: Lightning + Hydra, per-batch padding, length-grouped batches", framework=()
+    ),
+    "framework_today": Variant(
+        "a0",
+        "as (a), frozen weights in fp32 and cast at every step (frozen_bf16=false)",
+        framework=("frozen_bf16=false",),
+    ),
+    "framework_fp32": Variant(
+        "a32", "as (a) in fp32 (trainer.precision=32-true)", framework=("trainer.precision=32-true",)
+    ),
+    "framework_compiled": Variant(
+        "ac",
+        "as (a) with compile=true (batches padded to multiples of 16 tokens)",
+        framework=("compile=true",),
+    ),
     "hf_padded": Variant("b", "transformers.Trainer, padded to 128 (run_glue default), fp32", padded=True),
     "hf_dynamic": Variant("c", "transformers.Trainer, dynamic padding + group_by_length, fp32"),
     "hf_dynamic_bf16": Variant(
@@ -26,7 +47,7 @@ ALIASES = {variant.letter: name for name, variant in VARIANTS.items()} | {"c2": 
 
 
 def parse_variants(values: Sequence[str]) -> list[str]:
-    """Variant names from names or letters, space- or comma-separated, in (a), (b), (c), (c') order."""
+    """Variant names from names or letters, space- or comma-separated, in the order of ``VARIANTS``."""
     wanted = {ALIASES.get(v, v) for value in values for v in value.split(",") if v}
     unknown = wanted - set(VARIANTS)
     if unknown:

@@ -130,6 +130,9 @@ class RunResults:
     train_seconds: float | None = None
     train_samples: int | None = None
     train_samples_per_second: float | None = None
+    frozen_bf16: bool | None = None  # frozen linear weights stored in bf16 while training (bf16-mixed)
+    compile: bool | None = None  # the training step was torch.compile'd
+    compile_seconds: float | None = None  # of train_seconds, the time spent compiling
     exports: dict[str, str] | None = None  # "weights" (and "merged") -> folder
     test: dict[str, float] | None = None  # metrics of a labelled test split
     predictions: list[str] | None = None  # the submission files of the unlabelled test split(s)

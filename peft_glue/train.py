@@ -24,6 +24,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, TQDMProgressBar
+from torch import nn
 
 from peft_glue.errors import UserError, exit_with
 from peft_glue.record import COMPLETED, DRY_RUN, FAILED, RunRecord, RunResults, read_results
@@ -31,7 +32,8 @@ from peft_glue.results.card import write_cards
 from peft_glue.training.artifacts import export_trained, per_split, write_submissions
 from peft_glue.training.best_checkpoint import restore_best
 from peft_glue.training.callbacks import TrainThroughput
-from peft_glue.training.components import assemble
+from peft_glue.training.compiled_step import LENGTH_BUCKET, CompileClock, compile_model
+from peft_glue.training.components import Components, assemble
 from peft_glue.training.config import check_command_line, register_resolvers
 from peft_glue.training.config_paths import CONFIG_PATH
 from peft_glue.training.cpu_dropout import use_cpu_dropout
@@ -44,7 +46,9 @@ from peft_glue.training.distributed import (
     launch_ranks_as_this_job,
     share_cores,
 )
+from peft_glue.training.frozen_bf16 import restore_fp32, store_frozen_in_bf16, wants_frozen_bf16
 from peft_glue.training.hardware import peak_memory_mb, reset_peak_memory
+from peft_glue.training.methods import Method
 from peft_glue.training.models import check_max_length, parameter_summary
 from peft_glue.training.module import GlueClassifier
 from peft_glue.training.resume import (
@@ -99,17 +103,15 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
     if cfg.dry_run:
         return record.save(status=DRY_RUN)  # None: nothing trained
 
-    datamodule = GlueDataModule(
-        task, parts.tokenizer, seed=cfg.seed, virtual_tokens=method.virtual_tokens, **cfg.data
-    )
-    module = GlueClassifier(
-        model, task, **cfg.optimizer, warmup_ratio=cfg.scheduler.warmup_ratio, method=method
-    )
+    fp32_originals = store_frozen_weights(cfg, model, method, record)  # put back after training
+    datamodule, module = data_and_module(cfg, parts)
     throughput = TrainThroughput()
     trainer = build_trainer(cfg, [*callbacks(cfg, throughput), identity])
     record.writes = trainer.is_global_zero  # results, exports and submission files: written once, by rank 0
     record.save(resumed_from=str(checkpoint) if checkpoint else None)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
+    with CompileClock() as compiling:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
+    restore_fp32(model, fp32_originals)  # exports, merges, test and predict: the fp32 model, as without it
     history = module.val_history
     record.save(
         val={"best": best_epoch(history, task.monitor), "last": history[-1]} if history else None,
@@ -119,6 +121,7 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
         train_seconds=round(throughput.seconds, 2),
         train_samples=throughput.samples,  # all ranks together
         train_samples_per_second=throughput.samples_per_second,
+        compile_seconds=round(compiling.seconds, 2) if cfg.compile else None,  # within train_seconds
         exports=export_trained(method, model, parts.tokenizer, record.folder, cfg.merge)
         if record.writes
         else None,
@@ -136,6 +139,35 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
         write_cards(record.folder, record.results)
     log_run(trainer.loggers, cfg, record.results)  # the config and the final results to every logger
     return module
+
+
+def store_frozen_weights(cfg: DictConfig, model: nn.Module, method: Method, record: RunRecord) -> dict:
+    """Under bf16-mixed, the frozen linear weights stored in bf16 once instead of cast at every step (the
+    same training, bit for bit); returns their fp32 originals, which ``restore_fp32`` puts back."""
+    frozen_bf16 = wants_frozen_bf16(cfg.frozen_bf16, cfg.trainer.precision, model, method.frozen_bf16_exact())
+    record.save(frozen_bf16=frozen_bf16, compile=cfg.compile)
+    return store_frozen_in_bf16(model) if frozen_bf16 else {}
+
+
+def data_and_module(cfg: DictConfig, parts: Components) -> tuple[GlueDataModule, GlueClassifier]:
+    """The run's data (batch lengths bucketed when the step is compiled) and its LightningModule."""
+    datamodule = GlueDataModule(
+        parts.task,
+        parts.tokenizer,
+        seed=cfg.seed,
+        virtual_tokens=parts.method.virtual_tokens,
+        length_bucket=LENGTH_BUCKET if cfg.compile else None,
+        **cfg.data,
+    )
+    module = GlueClassifier(
+        parts.model,
+        parts.task,
+        **cfg.optimizer,
+        warmup_ratio=cfg.scheduler.warmup_ratio,
+        method=parts.method,
+        compiled_model=compile_model(parts.model, cfg.data.max_length) if cfg.compile else None,
+    )
+    return datamodule, module
 
 
 def settings_of(cfg: DictConfig) -> dict:

@@ -36,14 +36,18 @@ def lane_thresholds(keep: float) -> tuple[int, int] | None:
     return (low, high) if sys.byteorder == "little" else (high, low)
 
 
-def fast_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
-    """``nn.functional.dropout(x, p, training=True)``, with the mask drawn from 16-bit random integers."""
+def fast_dropout(x: torch.Tensor, p: float, site: int = 0) -> torch.Tensor:
+    """``nn.functional.dropout(x, p, training=True)``, with the mask drawn from 16-bit random integers.
+    ``site`` tells dropouts of the same tensor apart in a compiled graph (``keep_mask``)."""
     if p >= 1.0:
         return torch.zeros_like(x)
     thresholds = lane_thresholds(1.0 - p)
     if thresholds is None:
         return x
-    keep = lane_mask(x.shape, thresholds, torch.lt, x.device)
+    if torch.compiler.is_compiling():  # one opaque op in the graph: no graph break, the same draws
+        keep = keep_mask(x, thresholds[0], thresholds[1], site)
+    else:
+        keep = lane_mask(x.shape, thresholds, torch.lt, x.device)
     return x * keep.to(x.dtype).mul_(1.0 / (1.0 - p))
 
 
@@ -61,12 +65,29 @@ def lane_mask(
     return mask.view(-1)[:n].view(shape)
 
 
+@torch.library.custom_op("peft_glue::keep_mask", mutates_args=(), tags=(torch.Tag.nondeterministic_seeded,))
+def keep_mask(x: torch.Tensor, low: int, high: int, site: int) -> torch.Tensor:
+    """``lane_mask(x.shape, (low, high), torch.lt)`` as a custom op, for ``torch.compile``: Dynamo cannot
+    trace ``random_()`` (a graph break at every dropout), and an op of its own keeps torch's generator, so
+    a compiled step draws the masks an eager one draws. The compiler merges calls with equal arguments, so
+    each takes ``x`` (ordered after what computes it) and its dropout's ``site`` (LoRA's dropouts of query
+    and value see the same ``x``); tagged nondeterministic, so that it is not recomputed in the backward."""
+    return lane_mask(x.shape, (low, high), torch.lt, x.device)
+
+
+@keep_mask.register_fake
+def _(x: torch.Tensor, low: int, high: int, site: int) -> torch.Tensor:
+    return torch.empty(x.shape, dtype=torch.bool, device=x.device)
+
+
 class CpuDropout(nn.Dropout):
     """``nn.Dropout`` that draws its mask with ``fast_dropout`` for tensors on a CPU."""
 
+    site = 0  # which dropout of the model it is (use_cpu_dropout numbers them)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and self.p > 0 and x.device.type == "cpu":
-            return fast_dropout(x, self.p)
+            return fast_dropout(x, self.p, self.site)
         return super().forward(x)
 
 
@@ -106,10 +127,14 @@ def use_cpu_dropout(model: PreTrainedModel) -> PreTrainedModel:
     """Swap the model's dropouts for ``CpuDropout`` and, where it uses SDPA, its attention for
     ``sdpa_with_cpu_dropout``. Nothing changes on a GPU, and exports are unaffected (transformers does not
     save the attention choice in config.json)."""
+    sites = 0
     for parent in model.modules():
         for name, child in parent.named_children():
             if type(child) is nn.Dropout:
-                setattr(parent, name, CpuDropout(child.p, child.inplace))
+                sites += 1
+                dropout = CpuDropout(child.p, child.inplace)
+                dropout.site = sites
+                setattr(parent, name, dropout)
     if getattr(model.config, "_attn_implementation", None) == "sdpa":
         register_attention()
         model.set_attn_implementation(ATTENTION)

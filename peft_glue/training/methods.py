@@ -105,6 +105,11 @@ class Method:
     def check_mergeable(self) -> None:
         """Raise a UserError (before training) when ``merged`` cannot work for this method."""
 
+    def frozen_bf16_exact(self) -> bool:
+        """Whether the method uses its frozen ``nn.Linear`` weights only through the layers' own forward, so
+        that storing them in bf16 under bf16 autocast trains bit-identically (``frozen_bf16.py``)."""
+        return True
+
     @property
     def virtual_tokens(self) -> int:
         """Positions the method prepends to every input (prompt learning): ``data.max_length`` counts them."""
@@ -466,6 +471,10 @@ class Peft(Method):
         if isinstance(self.peft_config(), PrefixTuningConfig):
             accept_past_key_values(base)
         return PeftModel.from_pretrained(base, folder)
+
+    def frozen_bf16_exact(self) -> bool:
+        # DoRA's magnitude divides by the norm of the fp32 base weight (plus the update), outside autocast
+        return not getattr(self.peft_config(), "use_dora", False)
 
     def check_mergeable(self) -> None:
         if self.peft_config().is_prompt_learning:

@@ -37,9 +37,13 @@ class GlueClassifier(pl.LightningModule):
         eps: float = 1e-8,
         warmup_ratio: float = 0.0,
         method: Method | None = None,
+        compiled_model: nn.Module | None = None,
     ):
         super().__init__()
         self.model = model
+        # the training step's torch.compile of ``model`` (compiled_step.py), kept outside the module tree so
+        # that state_dict and checkpoints do not list the model twice; evaluation uses ``model`` (eager)
+        object.__setattr__(self, "compiled_model", compiled_model)
         self.task = task
         self.method = method or Method()  # the optimizer and per-step hooks of the method
         self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, tuple(betas), eps
@@ -86,7 +90,8 @@ class GlueClassifier(pl.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         inputs = {key: batch[key] for key in self.model_inputs if key in batch}
-        loss = self.method.training_loss(self.model, inputs, batch["labels"], self.task)
+        model = self.model if self.compiled_model is None else self.compiled_model
+        loss = self.method.training_loss(model, inputs, batch["labels"], self.task)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["labels"]))
         # Reading the loss on the host waits for a GPU, so look only when Lightning logs anyway (a diverged
         # run stays non-finite) and at the end of each epoch, not at every step.

@@ -151,6 +151,8 @@ class Config:
     merge: bool = False
     submission: bool = True
     cpu_dropout: bool = True
+    frozen_bf16: bool = True
+    compile: bool = False
     threads: Optional[int] = ranged(None, AT_LEAST_ONE)
     resources: ResourcesConf = field(default_factory=ResourcesConf)
     checkpoint: dict[str, Any] = MISSING  # checked against its class (ModelCheckpoint)
