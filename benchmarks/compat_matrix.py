@@ -2,7 +2,7 @@
 random model of every family (``benchmarks/tiny_families.py``), then one training step (forward, backward),
 so a method that builds but breaks in the forward pass shows too. A cell is the trainable-parameter count
 (at tiny size: hidden 32, 2 layers, 2 labels) or the refusal; ``--write`` puts the table into the README
-between its markers (tests/test_families.py fails when that table is stale).
+between its markers (tests/test_roles.py fails when that table is stale).
 
     python -m benchmarks.compat_matrix            # print the table
     python -m benchmarks.compat_matrix --write    # and update README.md

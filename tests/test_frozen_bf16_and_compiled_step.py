@@ -24,7 +24,7 @@ from peft_glue.training.module import GlueClassifier
 from peft_glue.training.tasks import SST2
 
 from .conftest import compose_cfg, tiny_overrides
-from .test_exactness import ADAPTER, step_losses
+from .test_resume import ADAPTER, step_losses
 
 BF16_LORA = [
     "method=lora", "method.dropout=0.1", "method.target_modules=[query,value]", "task=sst2",
