@@ -167,24 +167,21 @@ def test_ray_launcher_runs_jobs_each_on_its_own_cores_and_gpu(tiny_bert, tiny_gl
     result = run_cli(
         "-m", "hydra/launcher=ray", "hydra.launcher.ray.init.num_cpus=2",
         "hydra.launcher.ray.init.num_gpus=2",  # Ray hands out two GPU ids; torch sees none: training on CPU
-        "resources.num_cpus=1", "resources.num_gpus=1", "method=lora", "method.r=1,4,0",
+        "resources.num_cpus=1", "resources.num_gpus=1", "method=lora", "data.validation_size=8,10,1000",
         *tiny_overrides(tiny_bert, tiny_glue), "trainer.max_epochs=1", f"hydra.sweep.dir={sweep}",
         cwd=tmp_path,
     )  # fmt: skip
-    # r=0 fails by design: listed, and the multirun exits non-zero
+    # a validation split larger than the 64 training examples fails by design: listed, exit non-zero
     assert result.returncode == 1, result.stderr[-3000:]
-    assert "error: 1 job(s) failed: 2_" in result.stderr and "method.r must be" in result.stderr
+    assert "error: 1 job(s) failed: 2_" in result.stderr and "gives 1000 of 64" in result.stderr
     results = results_of(sweep)
-    assert [(r["method"]["r"], r["status"]) for r in results] == [
-        (1, "completed"),
-        (4, "completed"),
-        (0, "failed"),
-    ]
+    expected = [(8, "completed"), (10, "completed"), (1000, "failed")]
+    assert [(r["validation_size"], r["status"]) for r in results] == expected
     assert all(path.parent.parent == sweep for path in sweep.glob("*/results.json"))  # the usual sweep folder
     completed = results[:2]
     assert sorted(r["visible_devices"] for r in completed) == ["0", "1"]  # each job its own GPU, side by side
     assert all(r["threads"] == 1 and r["device"] == "cpu" for r in completed)  # threads = its 1 core
-    assert all(r["test"] is None and r["val"]["best"]["f1"] >= 0 for r in completed)
+    assert all(r["val"]["best"]["f1"] >= 0 and r["test"]["f1"] >= 0 for r in completed)
 
 
 # ------------------------------------------------------------------------------------ the GPU check, dry
