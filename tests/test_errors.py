@@ -126,6 +126,7 @@ def test_a_value_out_of_range_anywhere_in_a_sweep_stops_it_before_the_first_job(
     assert error.startswith("error: ") and "\n" not in error and message in error, error
 
 
+@pytest.mark.slow  # 35 s: three command lines, each composing the config
 def test_resume_sources_are_checked_before_anything_loads(tiny_bert, tiny_glue, tmp_path):
     """A wrong resume= is one line that names the path, before any model or data is loaded (the default
     model, bert-base-uncased, cannot even be downloaded here: its error would be the wrong one)."""
