@@ -46,11 +46,16 @@ DEFAULT_MONITOR = "accuracy"  # the monitor of results.json files written before
 NOT_METRICS = ("epoch", "step")  # bookkeeping entries of a validation-metrics dict, not metrics
 
 
+def looks_local(name_or_path: str) -> bool:
+    """Hub ids are `name` or `org/name`; anything else (absolute, relative, deeper) is a path."""
+    return name_or_path.startswith(("/", ".", "~")) or name_or_path.count("/") > 1
+
+
 def is_hub_id(name_or_path: str | None) -> bool:
     """A Hub model id (``bert-base-uncased``, ``org/name``), not a local folder."""
     if not name_or_path or Path(name_or_path).expanduser().exists():
         return False
-    return not name_or_path.startswith(("/", ".", "~")) and name_or_path.count("/") <= 1
+    return not looks_local(name_or_path)
 
 
 @dataclass

@@ -28,6 +28,7 @@ from peft_glue.training.schema import (
     check_resources,
     check_typed_groups,
     describe,
+    moved_key,
     register_schema,
     schema_field,
     wrong_value,
@@ -263,7 +264,7 @@ def explain_missing_option(error: MissingConfigException, folders: Sequence[Path
 def explain_override_error(error: Exception) -> str:
     cause = error.__cause__
     if isinstance(cause, ConfigAttributeError) and cause.full_key in MOVED_KEYS:
-        return f"{cause.full_key} has moved: use {MOVED_KEYS[cause.full_key]}=..."
+        return moved_key(cause.full_key)
     if isinstance(cause, ConfigAttributeError) and cause.full_key:  # not in the yaml, not in the schema
         return (
             f"unknown key '{cause.full_key}': check its spelling (`python -m peft_glue.train --cfg job` "

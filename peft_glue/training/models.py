@@ -18,6 +18,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from peft_glue.errors import UserError
+from peft_glue.record import looks_local
 
 OFFLINE_HINT = "model=minilm gives pretrained weights offline, or model.name_or_path=/local/dir"
 
@@ -32,11 +33,6 @@ def package_model_path(module_name: str) -> str:
     return str(module.get_model_path())
 
 
-def _looks_local(name_or_path: str) -> bool:
-    """Hub ids are `name` or `org/name`; anything else (absolute, relative, deeper) is a path."""
-    return name_or_path.startswith(("/", ".", "~")) or name_or_path.count("/") > 1
-
-
 def check_source(name_or_path: str) -> str:
     path = Path(name_or_path).expanduser()
     if path.exists():
@@ -45,7 +41,7 @@ def check_source(name_or_path: str) -> str:
                 f"model.name_or_path={name_or_path} has no config.json; point it at a saved HF model"
             )
         return str(path)
-    if _looks_local(name_or_path):
+    if looks_local(name_or_path):
         raise UserError(
             f"model.name_or_path={name_or_path} does not exist; give an existing folder or a Hub id"
         )

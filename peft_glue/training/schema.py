@@ -329,6 +329,11 @@ def wrong_value(key: str, value: Any, expected: str, example: Any = None) -> str
 MOVED_KEYS = {"method.lr": "optimizer.lr"}  # keys of older versions -> where the value lives now
 
 
+def moved_key(key: str, value: str = "...") -> str:
+    """The one line for a key of an older version: where its value goes now."""
+    return f"{key} has moved: use {MOVED_KEYS[key]}={value}"
+
+
 def check_fields(
     prefix: str, values: Mapping[str, Any], hints: dict[str, Any], defaults: Mapping, open_ended: bool = False
 ) -> None:
@@ -339,7 +344,7 @@ def check_fields(
         if name not in hints and open_ended:
             continue
         if key in MOVED_KEYS:
-            raise UserError(f"{key} has moved: use {MOVED_KEYS[key]}={as_override(value)}")
+            raise UserError(moved_key(key, as_override(value)))
         if name not in hints:
             known = ", ".join(sorted(hints))
             raise UserError(f"unknown key '{key}'; the keys of {prefix} are: {known}")
