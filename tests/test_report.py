@@ -302,3 +302,19 @@ def test_declared_sweeps_the_runs_do_not_hold_are_one_line_not_a_section_each(sw
     report = write_report([sweep], sweep / "report").read_text()
     assert "## LoRA rank sweep" not in report  # every LoRA run has r=8
     assert "None here of: LoRA rank (`method.r`)" in section(report, "Method sweeps")
+
+
+def test_a_report_remade_from_its_results_csv_has_the_same_tables(sweep, tmp_path):
+    """The docs keep a report's results.csv, not the run folders: a report remade from that table alone must
+    carry every table of the first one (the per-epoch curves need the folders' metrics.csv and go)."""
+    first = write_report([sweep], tmp_path / "first", aso_iterations=0).read_text()
+    again = write_report([tmp_path / "first" / "results.csv"], tmp_path / "again", aso_iterations=0)
+    remade = again.read_text()
+    for title in ("Methods × tasks", "GLUE", "Comparisons", "Failed and unfinished runs"):
+        assert table_rows(section(remade, title)) == table_rows(section(first, title))
+    assert table_rows(remade) == table_rows(first)
+    records = load_runs([tmp_path / "first" / "results.csv"])["_identity"].tolist()
+    assert records == load_runs([sweep])["_identity"].tolist()  # lists (target_modules) are lists again
+    columns = pd.read_csv(tmp_path / "first" / "results.csv").columns
+    remade_csv = pd.read_csv(again.parent / "results.csv")
+    pd.testing.assert_frame_equal(remade_csv[columns], pd.read_csv(tmp_path / "first" / "results.csv"))

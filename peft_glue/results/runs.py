@@ -23,6 +23,9 @@ from peft_glue.record import (
 )
 from peft_glue.results.formatting import METRIC_TITLES, distinct, fmt_value, natural_order
 
+RESULTS_TABLE = "results.csv"  # what a report writes: one flattened record a row, which it can read back
+# Columns a row adds to the record, made again when a results.csv is read back.
+DERIVED_COLUMNS = ("config", "lr", "monitor", "method_order", "val_epochs")
 UNKNOWN_ORDER = 100  # methods without method_info come after the ones that say where they go
 # Identity fields besides task and method that are shown as columns only where runs differ in them.
 IDENTITY_SETTINGS = ["model", "batch_size", "max_epochs", "train_subset", "validation_size"]
@@ -37,7 +40,8 @@ def existing_paths(paths: Iterable[Path]) -> list[Path]:
 
 
 def find_results(paths: Iterable[Path]) -> list[Path]:
-    """Every results.json at or below the given run or multirun folders, each once."""
+    """Every results.json at or below the given run or multirun folders, each once; a file given by name
+    (a results.json, or a report's results.csv) as it is."""
     found: dict[Path, None] = {}
     for path in existing_paths(paths):
         files = [path] if path.is_file() else sorted(path.rglob(RESULTS_FILE), key=natural_order)
@@ -72,7 +76,9 @@ def identity_key(ident: dict[str, Any], without: Sequence[str] = ()) -> str:
 
 def load_runs(paths: Iterable[Path]) -> pd.DataFrame:
     """One row per run found below ``paths``: the flattened results.json plus its folder and config id."""
-    rows = [run_row(file) for file in find_results(paths)]
+    rows = []
+    for file in find_results(paths):
+        rows += table_rows(file) if file.name == RESULTS_TABLE else [run_row(file)]
     if not rows:
         raise UserError(f"no {RESULTS_FILE} found below {', '.join(map(str, paths))}")
     runs = pd.DataFrame(rows)
@@ -90,13 +96,57 @@ def run_row(file: Path) -> dict[str, Any]:
         results = read_results(file)
     except (OSError, json.JSONDecodeError, TypeError) as error:  # listed as a failed run, not dropped
         results = RunResults(status="unreadable", error=f"cannot read {file.name}: {error}")
+    return record_row(results, file.parent)
+
+
+def table_rows(file: Path) -> list[dict[str, Any]]:
+    """The rows of a report's results.csv, each made into its run record again, so that a report can be
+    remade from the table alone (the run folders, with their per-epoch metrics, may be gone)."""
+    try:
+        table = pd.read_csv(file).convert_dtypes()
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise UserError(f"cannot read {file}: {error}; give the results.csv a report wrote") from None
+    if "run_dir" not in table:
+        raise UserError(f"{file} has no run_dir column; give the results.csv a report wrote")
+    rows = []
+    for _, row in table.iterrows():
+        cells = {key: value for key, value in row.items() if not pd.isna(value)}
+        run_dir = Path(cells.pop("run_dir"))
+        derived = {column: cells.pop(column, None) for column in DERIVED_COLUMNS}
+        record = unflatten(cells)
+        if "lr" not in record.get("optimizer", {}) and derived["lr"] is not None:  # a failed run's default
+            record.setdefault("method", {})["lr"] = derived["lr"]
+        row = record_row(RunResults.from_dict(record), run_dir)
+        # the per-epoch history is not in the table; the configuration id was made from the record as written
+        rows.append(row | {"val_epochs": derived["val_epochs"], "config": derived["config"] or row["config"]})
+    return rows
+
+
+def unflatten(cells: dict[str, Any]) -> dict[str, Any]:
+    """``flatten`` undone: dotted columns become nested dicts, JSON text in a cell becomes its list again."""
+    record: dict[str, Any] = {}
+    for dotted, value in cells.items():
+        if isinstance(value, str) and value.startswith("["):
+            value = json.loads(value)
+        elif hasattr(value, "item"):  # a numpy scalar from pandas
+            value = value.item()
+        *parents, leaf = dotted.split(".")
+        node = record
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return record
+
+
+def record_row(results: RunResults, run_dir: Path) -> dict[str, Any]:
+    """The row of one run record found in ``run_dir``."""
     ident = results.identity()
     key = identity_key(ident)
     values = results.to_dict()
     values.pop("val_history")
     values["method"] = ident["method"]  # an older record's method.lr is the lr column
     return {
-        "run_dir": str(file.parent),
+        "run_dir": str(run_dir),
         "config": hashlib.sha1(key.encode()).hexdigest()[:8],
         **flatten(values),
         "lr": ident["lr"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -223,6 +224,8 @@ def problems_section(runs: pd.DataFrame, roots: Sequence[Path]) -> list[str]:
     problems = runs[~runs["status"].isin(known)]
     if problems.empty:
         return lines + ["None: every run completed (or was a dry run)."]
+    # a report remade from a results.csv names its runs below the folder that held them all, as the first did
+    roots = [*roots, Path(os.path.commonpath(list(runs["run_dir"])))]
     for status, title in [(FAILED, "Failed"), (RUNNING, "Unfinished (status running)")]:
         selected = problems[problems["status"] == status]
         if not selected.empty:
