@@ -6,6 +6,7 @@ process)."""
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -88,7 +89,8 @@ def test_impossible_resources_are_one_line_before_any_job(argv, message, cpu_onl
         ["-m", "hydra/launcher=ray", "resources.num_cpus=1", "resources.num_gpus=0"],
     ],
 )
-def test_resources_that_fit_pass_the_preflight_check(argv, cpu_only):
+def test_resources_that_fit_pass_the_preflight_check(argv, cpu_only, monkeypatch):
+    monkeypatch.setattr(config, "ray_cluster_found", lambda: True)  # the cluster case: as if one ran here
     check_command_line(argv)  # returns: no SystemExit
 
 
@@ -100,6 +102,31 @@ def test_ray_launcher_without_its_plugin_is_one_line(monkeypatch, capsys):
     assert lines == [
         "error: hydra/launcher=ray needs a Hydra plugin that is not installed: pip install 'peft_glue[ray]'"
     ]
+
+
+def test_a_ray_cluster_that_does_not_answer_is_one_line(monkeypatch, capsys):
+    """Joining a cluster that is not there: one line naming the address and the fix, before any job."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with socket.socket() as listener:  # a port that was free: nothing answers there once it is closed
+        listener.bind(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        with pytest.raises(SystemExit):
+            check_command_line(["-m", "hydra/launcher=ray", f"hydra.launcher.ray.init.address={address}"])
+        assert capsys.readouterr().err.strip().splitlines() == [
+            f"error: hydra.launcher.ray.init.address={address}: nothing answers at 127.0.0.1:{port}; "
+            f"start the cluster there (`ray start --head --port={port}`), fix the address, or leave it out "
+            "to start Ray here"
+        ]
+    monkeypatch.setattr(config, "ray_cluster_found", lambda: False)
+    with pytest.raises(SystemExit):
+        check_command_line(["-m", "hydra/launcher=ray", "hydra.launcher.ray.init.address=auto"])
+    assert "no Ray cluster was started on this machine" in capsys.readouterr().err
+    with socket.socket() as listener:  # a cluster that answers passes
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        check_command_line(["-m", "hydra/launcher=ray", f"hydra.launcher.ray.init.address=127.0.0.1:{port}"])
 
 
 def test_resources_fit_a_node_with_gpus():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -172,6 +173,7 @@ def check_command_line(argv: list[str]) -> None:
     try:
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
             check_hydra_plugins(args.overrides)
+            check_ray_cluster(args.overrides)
             cores, gpus = node_capacity(args.overrides)
             extra = [f"hydra.searchpath=[{','.join(map(repr, searchpath))}]"] if searchpath else []
             for job in jobs_to_check(args.overrides, folders):
@@ -227,22 +229,77 @@ def check_hydra_plugins(overrides: list[str]) -> None:
                 exit_with(missing_plugin(group, wanted))
 
 
-def node_capacity(overrides: list[str]) -> tuple[int, int | None]:
-    """The cores and GPUs of the node a sweep's jobs run on: this machine, or the node that
-    ``hydra.launcher.ray.init.num_cpus``/``num_gpus`` describe to a local Ray; GPUs None on a Ray cluster
-    (``hydra.launcher.ray.init.address`` or RAY_ADDRESS), whose nodes are only known once it runs."""
-    hydra_values = {
+def launcher_values(overrides: list[str]) -> dict[str, object]:
+    """The plain (not swept) ``hydra...`` overrides, e.g. ``{"hydra/launcher": "ray"}``."""
+    return {
         o.get_key_element(): o.value()
         for o in OverridesParser.create().parse_overrides(overrides)
         if o.is_hydra_override() and not o.is_sweep_override()
     }
+
+
+def node_capacity(overrides: list[str]) -> tuple[int, int | None]:
+    """The cores and GPUs of the node a sweep's jobs run on: this machine, or the node that
+    ``hydra.launcher.ray.init.num_cpus``/``num_gpus`` describe to a local Ray; GPUs None on a Ray cluster
+    (``hydra.launcher.ray.init.address`` or RAY_ADDRESS), whose nodes are only known once it runs."""
+    hydra_values = launcher_values(overrides)
     cores, gpus = usable_cores(), visible_gpus()
     if hydra_values.get("hydra/launcher") != "ray":
         return cores, gpus
-    if hydra_values.get("hydra.launcher.ray.init.address") is not None or os.environ.get("RAY_ADDRESS"):
+    if ray_address(hydra_values):
         return cores, None
     cores = int(hydra_values.get("hydra.launcher.ray.init.num_cpus") or cores)
     return cores, int(hydra_values.get("hydra.launcher.ray.init.num_gpus") or gpus)
+
+
+def ray_address(hydra_values: dict[str, object]) -> str | None:
+    """The Ray cluster a sweep joins: ``hydra.launcher.ray.init.address``, else RAY_ADDRESS; None starts
+    Ray on this machine for the sweep alone."""
+    address = hydra_values.get("hydra.launcher.ray.init.address") or os.environ.get("RAY_ADDRESS")
+    return None if address in (None, "", "local") else str(address)
+
+
+RAY_DEFAULT_PORT = 6379
+
+
+def ray_cluster_found() -> bool:
+    """Whether Ray's ``address=auto`` finds a running cluster on this machine (its own lookup: the address
+    ``ray start`` leaves, or a running Ray process). True when that lookup cannot be reached: Ray decides."""
+    try:
+        from ray._private.services import get_ray_address_from_environment
+    except ImportError:
+        return True
+    try:
+        return get_ray_address_from_environment("auto", None) is not None
+    except ConnectionError:
+        return False
+
+
+def check_ray_cluster(overrides: list[str]) -> None:
+    """The Ray cluster a sweep is to join answers before any job is sent; Ray's own connection error comes
+    as a long traceback once Hydra has started."""
+    hydra_values = launcher_values(overrides)
+    address = ray_address(hydra_values)
+    if hydra_values.get("hydra/launcher") != "ray" or address is None:
+        return
+    key = "hydra.launcher.ray.init.address"
+    if address == "auto":
+        if not ray_cluster_found():
+            raise UserError(
+                f"{key}=auto: no Ray cluster was started on this machine; run `ray start --head` first, "
+                f"give the cluster's address ({key}=HOST:{RAY_DEFAULT_PORT}), or leave it out to start Ray "
+                "for this sweep alone"
+            )
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    host, port = (host, port) if port.isdigit() else (address.removeprefix("ray://"), str(RAY_DEFAULT_PORT))
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except OSError:
+        raise UserError(
+            f"{key}={address}: nothing answers at {host}:{port}; start the cluster there "
+            f"(`ray start --head --port={port}`), fix the address, or leave it out to start Ray here"
+        ) from None
 
 
 def unknown_option(group: str, wanted: str, folders: Sequence[Path] = (CONFIG_DIR,)) -> str:
