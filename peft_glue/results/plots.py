@@ -56,10 +56,16 @@ def plot_lr_sweep(task: str, task_families: list[pd.DataFrame], settings: list[s
         label = family_label(family, settings)
         color = method_color(str(family["method_label"].iloc[0]))
         ax.errorbar(family["lr"], means, yerr=stds, marker="o", capsize=3, label=label, color=color)
+    title = f"{task}: learning-rate sweep (mean ± std over seeds)"
+    return finish_lr_axes(fig, ax, monitored(task_families[0]), title, path)
+
+
+def finish_lr_axes(fig: plt.Figure, ax: plt.Axes, monitor: str, title: str, path: Path) -> Path:
+    """The axes of a figure of the monitored metric against the learning rate (log scale), saved."""
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
-    ax.set_ylabel(f"validation {monitored(task_families[0])}, best epoch (%)")
-    ax.set_title(f"{task}: learning-rate sweep (mean ± std over seeds)")
+    ax.set_ylabel(f"validation {monitor}, best epoch (%)")
+    ax.set_title(title)
     return legend_outside(fig, ax, path)
 
 
@@ -87,8 +93,5 @@ def plot_selection(task: str, picked: list[dict], monitor: str, path: Path) -> P
         ax.errorbar(lrs, means, yerr=errors, marker="o", capsize=3, color=color, label=config["label"])
         best = lrs.index(config["lr"])
         ax.plot([config["lr"]], [means[best]], marker="*", markersize=16, color=color, ls="none")
-    ax.set_xscale("log")
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel(f"validation {monitor}, best epoch (%)")
-    ax.set_title(f"{task}: learning rate per method (mean ± std over seeds; ★ picked)")
-    return legend_outside(fig, ax, path)
+    title = f"{task}: learning rate per method (mean ± std over seeds; ★ picked)"
+    return finish_lr_axes(fig, ax, monitor, title, path)
