@@ -1,0 +1,56 @@
+"""The papers' recipes (conf/experiment/*_paper.yaml): each task composes with the paper's own values, checked
+here against the table as read in the paper, and the whole recipe dry-runs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from omegaconf import OmegaConf
+
+from .conftest import compose_cfg, run_cli
+
+# Hu et al. 2021 (LoRA), Table 9, RoBERTa base LoRA: batch size, epochs, learning rate per task
+LORA_TABLE_9 = {
+    "mnli": (16, 30, 5e-4),
+    "sst2": (16, 60, 5e-4),
+    "mrpc": (16, 30, 4e-4),
+    "cola": (32, 80, 4e-4),
+    "qnli": (32, 25, 4e-4),
+    "qqp": (16, 25, 5e-4),
+    "rte": (32, 80, 5e-4),
+    "stsb": (16, 40, 4e-4),
+}
+FROM_MNLI = {"mrpc", "rte", "stsb"}  # Appendix D.1: these start from the MNLI adapter
+
+
+@pytest.mark.parametrize("task", sorted(LORA_TABLE_9))
+def test_the_lora_recipe_composes_each_task_with_table_9s_values(task, tmp_path):
+    cfg = compose_cfg(["experiment=lora_roberta_base_paper", f"task={task}"], tmp_path)
+    job = [key for key in cfg if key != "hydra"]
+    resolved = OmegaConf.to_container(OmegaConf.masked_copy(cfg, job), resolve=True)
+    batch_size, epochs, lr = LORA_TABLE_9[task]
+    assert (resolved["data"]["batch_size"], resolved["trainer"]["max_epochs"]) == (batch_size, epochs)
+    assert resolved["optimizer"]["lr"] == lr and resolved["optimizer"]["weight_decay"] == 0.1
+    assert resolved["scheduler"]["warmup_ratio"] == 0.06 and resolved["data"]["max_length"] == 512
+    method = resolved["method"]
+    assert (method["r"], method["alpha"], method["target_modules"]) == (8, 8, ["query", "value"])
+    assert cfg.hydra.runtime.choices.model == "roberta_base" and cfg.hydra.runtime.choices.method == "lora"
+    assert resolved["init_from"] == ("sweep:mnli" if task in FROM_MNLI else None)
+    assert str(cfg.hydra.sweeper.params.task).split(",")[0] == "mnli"  # MNLI first: the others start from it
+
+
+@pytest.mark.slow  # 8 random RoBERTa-base models built, about a minute
+def test_the_lora_recipe_dry_runs_every_task(tmp_path):
+    sweep = tmp_path / "sweep"
+    done = run_cli(
+        "-m", "experiment=lora_roberta_base_paper", "seed=0", "dry_run=true", "model.pretrained=false",
+        f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = {r["task"]: r for r in (json.loads(p.read_text()) for p in sweep.glob("*/results.json"))}
+    assert set(runs) == set(LORA_TABLE_9) and {r["status"] for r in runs.values()} == {"dry_run"}
+    for task, (batch_size, epochs, lr) in LORA_TABLE_9.items():
+        assert (runs[task]["batch_size"], runs[task]["max_epochs"]) == (batch_size, epochs)
+        assert runs[task]["optimizer"]["lr"] == lr
+    assert runs["rte"]["init_from"]["requested"] == "sweep:mnli" and runs["sst2"]["init_from"] is None
