@@ -1,16 +1,18 @@
 """Train a finished run's configuration again and say whether its metrics match: bitwise where the code,
-libraries and hardware are the same, else the differences in metrics and in environment.
+libraries and hardware are the same (every metric and the exported weights' bytes), else the differences in
+metrics, weights and environment.
 
     python -m peft_glue.reproduce outputs/runs/<run>                 # or its results.json, or a model card
     python -m peft_glue.reproduce <run> --out outputs/reproduce/x    # where the new run goes
 
 The new run is ``python -m peft_glue.train`` with the original's command-line overrides (and its seed),
-in a process of its own, as a user would start it. Exit status 0: every metric matches bit for bit.
+in a process of its own, as a user would start it. Exit status 0: metrics and weights match bit for bit.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import shlex
 import subprocess
@@ -82,6 +84,23 @@ def metric_differences(original: RunResults, again: RunResults) -> list[str]:
     return differences
 
 
+def weights_differences(original_run: Path, original: RunResults, new_run: Path) -> list[str]:
+    """The exported weight files (``*.safetensors`` of the method's export) whose bytes differ."""
+    export = Path((original.exports or {}).get("weights", "")).name
+    if not export or not (original_run / export).is_dir():
+        return [f"{original_run} has no exported weights to compare"]
+    differences = []
+    for file in sorted((original_run / export).glob("*.safetensors")):
+        again = new_run / export / file.name
+        if not again.is_file() or sha256_of(file) != sha256_of(again):
+            differences.append(f"{export}/{file.name}: the trained weights differ")
+    return differences
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def environment_differences(original: Provenance | None, again: Provenance | None) -> list[str]:
     """Where the two runs' code, libraries, hardware, precision, data or base model differ."""
     if original is None:
@@ -104,20 +123,22 @@ def environment_differences(original: Provenance | None, again: Provenance | Non
 
 
 def reproduce(path: Path, out: Path) -> tuple[list[str], list[str]]:
-    """Train again into ``out``; returns (metric differences, environment differences)."""
-    original, overrides = original_of(run_folder_of(path))
+    """Train again into ``out``; returns (metric and weight differences, environment differences)."""
+    run = run_folder_of(path)
+    original, overrides = original_of(run)
     command = command_of(overrides, original.seed, out)
-    print("$ " + " ".join(shlex.quote(part) for part in [TRAIN_COMMAND, *command[3:]]), flush=True)
+    print("$ " + " ".join([TRAIN_COMMAND, *map(shlex.quote, command[3:])]), flush=True)
     done = subprocess.run(command, check=False)
     again = read_results(out)
     if done.returncode != 0 or again is None:
         raise UserError(f"the new run failed (exit {done.returncode}); see {out}")
-    return metric_differences(original, again), environment_differences(original.provenance, again.provenance)
+    differences = metric_differences(original, again) + weights_differences(run, original, out)
+    return differences, environment_differences(original.provenance, again.provenance)
 
 
 def verdict(metrics: list[str], environment: list[str]) -> str:
     if not metrics:
-        return "reproduced: every metric matches bit for bit" + (
+        return "reproduced: every metric and the exported weights match bit for bit" + (
             f" (though the environment differs: {'; '.join(environment)})" if environment else ""
         )
     where = (
@@ -125,7 +146,7 @@ def verdict(metrics: list[str], environment: list[str]) -> str:
         if not environment
         else "in another environment: " + "; ".join(environment)
     )
-    return f"not reproduced {where}. Metrics that differ:\n  " + "\n  ".join(metrics)
+    return f"not reproduced {where}. What differs:\n  " + "\n  ".join(metrics)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,5 +1,5 @@
-"""python -m peft_glue.reproduce: the same configuration trained again matches bit for bit; a difference of
-one ulp in any metric, or in the environment, is named."""
+"""python -m peft_glue.reproduce: the same configuration trained again matches bit for bit (metrics and the
+exported weights); a difference of one ulp in any metric, or in the environment, is named."""
 
 from __future__ import annotations
 
@@ -61,7 +61,9 @@ def test_a_tiny_run_reproduces_bit_for_bit(tiny_bert, tiny_glue, tmp_path):
         [*command, "--out", str(again)], cwd=tmp_path, capture_output=True, text=True, timeout=300
     )
     assert reproduced.returncode == 0, reproduced.stdout[-2000:] + reproduced.stderr[-2000:]
-    assert "reproduced: every metric matches bit for bit" in reproduced.stdout
+    assert "reproduced: every metric and the exported weights match bit for bit" in reproduced.stdout
     before, after = read_results(original), read_results(again)
     assert metrics_of(before) == metrics_of(after) and len(metrics_of(before)) > 6
+    weights = "adapter/adapter_model.safetensors"
+    assert (original / weights).read_bytes() == (again / weights).read_bytes()
     assert json.loads((again / "results.json").read_text())["seed"] == 3
