@@ -12,12 +12,14 @@ from safetensors.torch import load_file
 
 from peft_glue.errors import UserError
 from peft_glue.record import COMPLETED, RunRecord
+from peft_glue.results.runs import load_runs
 from peft_glue.train import train
 from peft_glue.training.artifacts import export_trained
 from peft_glue.training.components import assemble
 from peft_glue.training.init_from import in_this_sweep, initialise_from, is_head
 
 from .conftest import compose_cfg, tiny_overrides
+from .test_report import write_run
 
 
 def finished_run(method: str, run_dir: Path, tiny_bert: Path, tiny_glue: Path, task: str = "mrpc") -> Path:
@@ -122,3 +124,14 @@ def test_a_sweep_trains_the_source_task_first_and_starts_the_others_from_it(tiny
     assert runs["sst2"].init_from["source"] == str((tmp_path / "sweep" / "0" / "adapter").resolve())
     assert runs["sst2"].init_from["head"] == "loaded"
     assert runs["sst2"].identity()["init_from"] == "mrpc"
+
+
+def test_the_report_labels_a_run_that_started_from_another_tasks_weights(tmp_path):
+    write_run(tmp_path, "scratch")
+    started = {"task": "mnli", "source": "x", "head": "loaded"}
+    write_run(tmp_path, "transfer", init_from=started)
+    runs = load_runs([tmp_path]).set_index("run_dir")["method_label"]
+    assert {Path(folder).name: label for folder, label in runs.items()} == {
+        "scratch": "lora",
+        "transfer": "lora from mnli",
+    }
