@@ -86,3 +86,21 @@ def test_a_reference_file_without_the_columns_is_refused_in_one_line(tmp_path):
     (tmp_path / "bad.csv").write_text("paper,value\nX,1\n")
     with pytest.raises(UserError, match="lacks the columns table, model, method"):
         read_published([tmp_path / "bad.csv"])
+
+
+def test_a_value_of_the_last_epoch_is_compared_with_the_last_epoch(tmp_path):
+    """run_glue.py evaluates its final model; LoRA and AdaLoRA take each run's best epoch."""
+    assert set(read_published()["epoch"]) == {"best", "last"}
+    assert set(read_published().query("paper == 'transformers run_glue.py README'")["epoch"]) == {"last"}
+    root = tmp_path / "sweep"
+    write_run(root, "1", seed=1, acc=0.80)  # the last epoch is 0.01 lower
+    common = {"paper": "P", "table": "T", "model": "minilm", "method": "lora", "task": "mrpc"}
+    reference = write_reference(
+        tmp_path / "mine.csv", [{**common, "metric": "accuracy", "value": 79.0, "aggregate": "single"}]
+    )
+    with open(reference) as file:
+        lines = file.read().splitlines()
+    (tmp_path / "last.csv").write_text("\n".join([lines[0] + ",epoch", lines[1] + ",last"]) + "\n")
+    report = write_report([root], tmp_path / "report", aso_iterations=0, published=[tmp_path / "last.csv"])
+    (row,) = table_rows(section(report.read_text(), "Published results"))
+    assert row[4] == "79.00 (mean)" and row[-2] == "+0.00"

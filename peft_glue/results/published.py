@@ -31,6 +31,7 @@ COLUMNS = [
     "aggregate",  # median, mean or single ('' when the paper does not say)
     "note",
 ]
+OPTIONAL = {"epoch": "best"}  # which epoch's value the paper reports: best (on dev) or last; default best
 HUB_ID = "provenance.base_model.hub_id"
 
 
@@ -45,7 +46,9 @@ def read_published(files: Sequence[Path] = ()) -> pd.DataFrame:
         if missing:
             raise UserError(f"{file} lacks the columns {', '.join(missing)} (see {PUBLISHED_FILE.name})")
         table["value"] = pd.to_numeric(table["value"], errors="raise")
-        tables.append(table[COLUMNS])
+        for column, default in OPTIONAL.items():
+            table[column] = table[column].replace("", default) if column in table else default
+        tables.append(table[[*COLUMNS, *OPTIONAL]])
     return pd.concat(tables, ignore_index=True)
 
 
@@ -60,13 +63,14 @@ def model_key(run: pd.Series) -> str:
     return str(run.get("model"))
 
 
-def measured(runs: pd.DataFrame, metric: str) -> list[float]:
+def measured(runs: pd.DataFrame, metric: str, epoch: str = "best") -> list[float]:
     """Each run's value of ``metric`` on GLUE dev, in %: the test split where validation was carved from
-    train, else the best epoch's validation value (the papers' 'best epoch' on dev)."""
+    train, else the validation value of the best epoch (LoRA's, AdaLoRA's 'best epoch' on dev) or of the last
+    (run_glue.py evaluates the final model)."""
     values = []
     for _, run in runs.iterrows():
         carved = run.get("splits.validation_from") == "train"
-        value = run.get(f"test.{metric}") if carved else run.get(f"val.best.{metric}")
+        value = run.get(f"test.{metric}") if carved else run.get(f"val.{epoch}.{metric}")
         values.append(math.nan if value is None or pd.isna(value) else 100 * float(value))
     return values
 
@@ -85,7 +89,7 @@ def comparison_rows(runs: pd.DataFrame, published: pd.DataFrame) -> list[dict]:
             & (published["task"] == first["task"])
         ]
         for _, paper in matches.iterrows():
-            values = [v for v in measured(config, paper["metric"]) if not math.isnan(v)]
+            values = [v for v in measured(config, paper["metric"], paper["epoch"]) if not math.isnan(v)]
             if not values:
                 continue
             summary = summarize(values)
