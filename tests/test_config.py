@@ -53,7 +53,7 @@ def test_every_experiment_composes_into_a_sweep(name):
             assert str(params.seed) == "1,2,3"
         return
     if cfg.get("recipe"):  # a paper's recipe: its own tasks and per-task values (tests/test_recipes.py)
-        assert set(params) >= {"task", "seed"} and cfg.recipe.source
+        assert "task" in params and cfg.recipe.source
         return
     assert set(params) >= {"task", "seed"} and str(params.task) == "mrpc,sst2"
     assert cfg.hydra.sweep.dir.startswith(f"outputs/{name}/")

@@ -40,6 +40,22 @@ def test_the_lora_recipe_composes_each_task_with_table_9s_values(task, tmp_path)
     assert str(cfg.hydra.sweeper.params.task).split(",")[0] == "mnli"  # MNLI first: the others start from it
 
 
+THREE_EPOCHS = ("cola", "sst2", "stsb", "qqp", "mnli", "qnli", "rte")
+RUN_GLUE_EPOCHS = {task: 3 for task in THREE_EPOCHS} | {"mrpc": 5, "wnli": 5}  # MRPC, WNLI: "tiny", 5
+
+
+@pytest.mark.parametrize("task", sorted(RUN_GLUE_EPOCHS))
+def test_the_run_glue_recipe_is_the_readmes_command_for_each_task(task, tmp_path):
+    """transformers' run_glue.py README: bert-base-cased, lr 2e-5, batch 32, length 128, 3 epochs (5 for MRPC
+    and WNLI); TrainingArguments' defaults besides (seed 42, no weight decay, no warmup), fp32."""
+    cfg = compose_cfg(["experiment=full_run_glue_paper", f"task={task}"], tmp_path)
+    assert cfg.hydra.runtime.choices.model == "bert_base_cased" and cfg.hydra.runtime.choices.method == "full"
+    assert (cfg.optimizer.lr, cfg.data.batch_size, cfg.data.max_length) == (2e-5, 32, 128)
+    assert cfg.trainer.max_epochs == RUN_GLUE_EPOCHS[task] and cfg.trainer.precision == "32-true"
+    assert (cfg.seed, cfg.optimizer.weight_decay, cfg.scheduler.warmup_ratio) == (42, 0.0, 0.0)
+    assert cfg.model.name_or_path == "bert-base-cased" and cfg.model.architecture.vocab_size == 28996
+
+
 @pytest.mark.slow  # 8 random RoBERTa-base models built, about a minute
 def test_the_lora_recipe_dry_runs_every_task(tmp_path):
     sweep = tmp_path / "sweep"
