@@ -56,6 +56,31 @@ def test_the_run_glue_recipe_is_the_readmes_command_for_each_task(task, tmp_path
     assert cfg.model.name_or_path == "bert-base-cased" and cfg.model.architecture.vocab_size == 28996
 
 
+# Zhang et al. 2023 (AdaLoRA), Table 8: learning rate, epochs, gamma, t_i, Delta_T, t_f (batch 32 throughout)
+ADALORA_TABLE_8 = {
+    "mnli": (5e-4, 7, 0.1, 8000, 100, 50000),
+    "rte": (1.2e-3, 50, 0.3, 600, 1, 1800),
+    "qnli": (1.2e-3, 5, 0.1, 2000, 100, 8000),
+    "mrpc": (1e-3, 30, 0.1, 600, 1, 1800),
+    "qqp": (5e-4, 5, 0.1, 8000, 100, 25000),
+    "sst2": (8e-4, 24, 0.1, 6000, 100, 22000),
+    "cola": (5e-4, 25, 0.5, 800, 10, 3500),
+    "stsb": (2.2e-3, 25, 0.1, 800, 10, 2000),
+}
+
+
+@pytest.mark.parametrize("task", sorted(ADALORA_TABLE_8))
+def test_the_adalora_recipe_composes_each_task_with_table_8s_values(task, tmp_path):
+    cfg = compose_cfg(["experiment=adalora_deberta_v3_base_paper", f"task={task}"], tmp_path)
+    lr, epochs, gamma, t_i, delta_t, t_f = ADALORA_TABLE_8[task]
+    assert (cfg.optimizer.lr, cfg.trainer.max_epochs, cfg.data.batch_size) == (lr, epochs, 32)
+    method = cfg.method
+    assert (method.tinit_steps, method.tfinal_steps) == (t_i, t_f)
+    assert (method.config.orth_reg_weight, method.config.deltaT) == (gamma, delta_t)
+    assert (method.config.init_r, method.config.target_r) == (12, 8)  # Table 7's 1.2M budget: b(T) = 576
+    assert cfg.hydra.runtime.choices.model == "deberta_v3_base"
+
+
 @pytest.mark.slow  # 8 random RoBERTa-base models built, about a minute
 def test_the_lora_recipe_dry_runs_every_task(tmp_path):
     sweep = tmp_path / "sweep"
