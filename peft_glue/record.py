@@ -89,7 +89,26 @@ class Splits:
     sizes: dict[str, int] = field(default_factory=dict)
 
 
-NESTED = {"task_info": TaskInfo, "method_info": MethodInfo, "splits": Splits}
+@dataclass
+class Provenance:
+    """Which code, libraries, hardware, data and base model produced a run (``training/provenance.py``)."""
+
+    peft_glue: str | None = None  # the package's version
+    git_commit: str | None = None  # of the checkout the package was imported from; None for a wheel
+    git_dirty: bool | None = None  # that checkout had uncommitted changes
+    libraries: dict[str, str] = field(default_factory=dict)  # python, torch, transformers, peft, ...
+    hardware: dict[str, Any] = field(default_factory=dict)  # cpu, cpu_cores, gpu, gpu_count, cuda
+    precision: str | None = None
+    data: dict[str, str] = field(default_factory=dict)  # local file -> sha256, or hub:<dataset> -> revision
+    base_model: dict[str, Any] = field(default_factory=dict)  # hub_id, hub_commit | path, weights_sha256
+
+    def code(self) -> str:
+        """``0.1.0 @ 1a2b3c4d (dirty)``: the code in one short string."""
+        commit = f" @ {self.git_commit[:8]}" if self.git_commit else ""
+        return f"{self.peft_glue or '?'}{commit}{' (dirty)' if self.git_dirty else ''}"
+
+
+NESTED = {"task_info": TaskInfo, "method_info": MethodInfo, "splits": Splits, "provenance": Provenance}
 
 
 @dataclass
@@ -128,6 +147,7 @@ class RunResults:
     )
     adaptation_notes: list[str] = field(default_factory=list)  # e.g. a role inside a fused projection
     resumed_from: str | None = None
+    init_from: dict[str, Any] | None = None  # the run whose trained weights this one started from
     val: dict[str, dict[str, float]] | None = None  # "best" and "last" epoch metrics
     val_history: list[dict[str, float]] = field(default_factory=list)
     best_checkpoint: dict[str, Any] | None = None  # path, epoch, step, monitor, value
@@ -143,6 +163,7 @@ class RunResults:
     predictions: list[str] | None = None  # the submission files of the unlabelled test split(s)
     peak_memory_mb: float | None = None
     threads: int | None = None
+    provenance: Provenance | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know
 
     # ------------------------------------------------------------------------------------------ reading
@@ -201,7 +222,9 @@ class RunResults:
 
     @property
     def hub_model_id(self) -> str | None:
-        """The base model's Hub id, when it was given as one."""
+        """The base model's Hub id: given as one, or the Hub model whose local copy the run loaded."""
+        if self.provenance and self.provenance.base_model.get("hub_id"):
+            return self.provenance.base_model["hub_id"]
         return self.model_name_or_path if is_hub_id(self.model_name_or_path) else None
 
     def identity(self) -> dict[str, Any]:
@@ -217,6 +240,7 @@ class RunResults:
             "max_epochs": self.max_epochs,
             "train_subset": self.train_subset,
             "validation_size": self.validation_size,
+            **({"init_from": self.init_from.get("task")} if self.init_from else {}),
         }
 
 

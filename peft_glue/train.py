@@ -27,7 +27,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor, TQDMProgressBar
 from torch import nn
 
 from peft_glue.errors import UserError, exit_with
-from peft_glue.record import COMPLETED, DRY_RUN, FAILED, RunRecord, RunResults, read_results
+from peft_glue.record import COMPLETED, DRY_RUN, FAILED, Provenance, RunRecord, RunResults, read_results
 from peft_glue.results.card import write_cards
 from peft_glue.training.artifacts import export_trained, per_split, write_submissions
 from peft_glue.training.best_checkpoint import restore_best
@@ -48,9 +48,11 @@ from peft_glue.training.distributed import (
 )
 from peft_glue.training.frozen_bf16 import restore_fp32, store_frozen_in_bf16, wants_frozen_bf16
 from peft_glue.training.hardware import peak_memory_mb, reset_peak_memory
+from peft_glue.training.init_from import SWEEP, in_this_sweep, initialise_from
 from peft_glue.training.methods import Method
 from peft_glue.training.models import check_max_length, parameter_summary
 from peft_glue.training.module import GlueClassifier
+from peft_glue.training.provenance import provenance
 from peft_glue.training.resume import (
     RestoreRandomState,
     RunIdentity,
@@ -91,8 +93,13 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
     if cfg.cpu_dropout:
         use_cpu_dropout(model)
     check_max_length(model, cfg.data.max_length)
+    if cfg.init_from and cfg.dry_run:  # a dry run builds the model only: no source run is needed yet
+        record.save(init_from={"requested": str(cfg.init_from), "head": "not loaded (dry run)"})
+    elif source := source_path(cfg, record):
+        record.save(init_from=initialise_from(source, method, model, task))
     summary = parameter_summary(model)
     log.info("%s on %s: %s", method.name, task.name, summary)
+    record.save(provenance=run_provenance(cfg, parts))
     record.save(
         task_info=task.info(),
         method_info=method.info(),
@@ -139,6 +146,29 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
         write_cards(record.folder, record.results)
     log_run(trainer.loggers, cfg, record.results)  # the config and the final results to every logger
     return module
+
+
+def source_path(cfg: DictConfig, record: RunRecord) -> str | None:
+    """``init_from`` as a folder: ``sweep:<task>`` is the run of that task in this job's sweep, and None for
+    that task's own job (it starts from the pretrained model)."""
+    if not cfg.init_from:
+        return None
+    if str(cfg.init_from).startswith(SWEEP):
+        if cfg.init_from.removeprefix(SWEEP) == record.results.task:
+            return None
+        return str(in_this_sweep(cfg.init_from, record.folder, cfg.seed, record.results.model))
+    return str(cfg.init_from)
+
+
+def run_provenance(cfg: DictConfig, parts: Components) -> Provenance:
+    """Code, libraries, hardware, precision, base model and (unless a dry run, which reads none) data."""
+    return provenance(
+        parts.model_config,
+        getattr(parts.model, "config", None),
+        cfg.trainer.precision,
+        None if cfg.dry_run else parts.task,
+        cfg.data.data_dir,
+    )
 
 
 def store_frozen_weights(cfg: DictConfig, model: nn.Module, method: Method, record: RunRecord) -> dict:

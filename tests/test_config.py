@@ -52,6 +52,9 @@ def test_every_experiment_composes_into_a_sweep(name):
             assert cfg.data.train_subset == 1000 and cfg.trainer.max_epochs == 1
             assert str(params.seed) == "1,2,3"
         return
+    if cfg.get("recipe"):  # a paper's recipe: its own tasks and per-task values (tests/test_recipes.py)
+        assert "task" in params and cfg.recipe.source
+        return
     assert set(params) >= {"task", "seed"} and str(params.task) == "mrpc,sst2"
     assert cfg.hydra.sweep.dir.startswith(f"outputs/{name}/")
     assert cfg.data.batch_size == 16 and cfg.optimizer.weight_decay == 0.01

@@ -261,3 +261,17 @@ def test_adalora_adds_its_orthogonal_regularisation_to_the_training_loss(tiny_be
     expected = plain + weight * torch.stack(penalty).mean()
     assert torch.allclose(with_penalty, expected, atol=1e-6)
     assert (with_penalty > plain) if weight else torch.allclose(with_penalty, plain, atol=1e-6)
+
+
+IN_STEPS = {"tinit_steps": 3, "tfinal_steps": 5}
+
+
+@pytest.mark.parametrize(("steps", "expected"), [({}, (2, 4)), (IN_STEPS, (3, 5))])
+def test_adalora_schedule_in_steps_as_the_paper_gives_it(tiny_bert, steps, expected):
+    """tinit/tfinal are fractions of the run's steps (0.1, 0.2 of 20: 2, 4); tinit_steps/tfinal_steps, as
+    AdaLoRA's Table 8 gives t_i and t_f, are taken as they are."""
+    method = AdaLoRA(config_class="AdaLoraConfig", config={"target_modules": ["query"]}, **steps)
+    model = method.apply(base(tiny_bert))
+    method.start_training(model, total_steps=20)
+    config = model.peft_config["default"]
+    assert (config.tinit, config.tfinal, config.total_step) == (*expected, 20)

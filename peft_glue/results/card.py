@@ -248,6 +248,38 @@ def results_lines(results: RunResults) -> list[str]:
     return lines
 
 
+def provenance_lines(results: RunResults) -> list[str]:
+    """The card's Provenance section: code, libraries, hardware, precision, data and base model."""
+    found = results.provenance
+    if found is None:
+        return ["## Provenance", "", "Not recorded (a run of a peft_glue version before provenance)."]
+    hardware = found.hardware
+    gpu = f"{hardware.get('gpu_count')} x {hardware.get('gpu')}, CUDA {hardware.get('cuda')}"
+    base = found.base_model
+    copy_of = f" (a copy of `{base['hub_id']}`)" if base.get("hub_id") else ""
+    weights = ", ".join(f"`{name}` sha256 {sha}" for name, sha in base.get("weights_sha256", {}).items())
+    base_text = (
+        f"`{base['hub_id']}`, commit {base.get('hub_commit') or 'not in the cache'}"
+        if "hub_commit" in base
+        else f"a local folder{copy_of}, weights {weights or 'none found'}"
+    )
+    lines = [
+        "## Provenance",
+        "",
+        f"- Code: peft_glue {found.code()}",
+        "- Libraries: " + ", ".join(f"{name} {version}" for name, version in found.libraries.items()),
+        f"- Hardware: {hardware.get('cpu')} ({hardware.get('cpu_cores')} cores)"
+        + (f", {gpu}" if hardware.get("gpu_count") else ", no GPU"),
+        f"- Precision: {found.precision}",
+        f"- Base model: {base_text}",
+    ]
+    lines += [
+        f"- Data: `{name}` {'sha256 ' if not name.startswith('hub:') else 'revision '}{digest}"
+        for name, digest in found.data.items()
+    ]
+    return lines
+
+
 def reproduce_lines(results: RunResults, run_dir: Path) -> list[str]:
     overrides = saved_overrides(results, run_dir)
     command = (
@@ -261,7 +293,7 @@ def reproduce_lines(results: RunResults, run_dir: Path) -> list[str]:
 def card_text(results: RunResults, run_dir: Path, kind: str, folder: Path, repo_id: str | None = None) -> str:
     """The whole README.md of one export folder of a finished run."""
     method_name = results.method_name or "unknown"
-    source = results.model_name_or_path
+    source = results.hub_model_id or results.model_name_or_path  # a local copy of a Hub model: its Hub id
     base = str(source or "the base model")
     # the model's name: the Hub repository's, else <base model>-<task>-<method>
     name = repo_id or f"{Path(str(source)).name if source else 'model'}-{task_name(results)}-{method_name}"
@@ -286,6 +318,7 @@ def card_text(results: RunResults, run_dir: Path, kind: str, folder: Path, repo_
         data_lines(results, run_dir),
         training_lines(results),
         results_lines(results),
+        provenance_lines(results),
         reproduce_lines(results, run_dir),
         ["## Load", "", "```python", how_to_load(kind, repo_id or str(folder), base, labels), "```"],
     ]

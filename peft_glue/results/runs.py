@@ -181,7 +181,8 @@ def declared_sweeps(runs: pd.DataFrame) -> dict[str, str]:
 
 
 def method_labels(runs: pd.DataFrame) -> list[str]:
-    """``lora r=4``: the method's name plus the hyperparameters (other than lr) in which its runs differ."""
+    """``lora r=4``: the method's name plus the hyperparameters (other than lr) in which its runs differ, and
+    ``from mnli`` for a run that started from an MNLI run's weights (init_from)."""
     varying: dict[str, list[str]] = {}
     for name, group in runs.groupby("method.name", dropna=False):
         columns = [c for c in group if c.startswith("method.") and c != "method.name"]
@@ -192,6 +193,8 @@ def method_labels(runs: pd.DataFrame) -> list[str]:
         parts = [
             f"{column.removeprefix('method.')}={fmt_value(run[column])}" for column in varying.get(name, [])
         ]
+        source = run.get("init_from.task")  # started from another run's weights (init_from)
+        parts += [f"from {source}"] if isinstance(source, str) else []
         labels.append(" ".join([str(name), *parts]))
     return labels
 

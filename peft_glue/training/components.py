@@ -36,7 +36,8 @@ def assemble(cfg: DictConfig, trained_weights: Path | None = None) -> Components
     task: GlueTask = build(cfg.task)
     method: Method = build(cfg.method, _convert_="all")
     model_config = OmegaConf.to_container(cfg.model, resolve=True)
-    base = load_model(num_labels=task.num_labels, **model_config)
+    loading = {key: value for key, value in model_config.items() if key != "hub_id"}  # hub_id: a name only
+    base = load_model(num_labels=task.num_labels, **loading)
     name_labels(base, task.id2label)  # in every export's config.json: the task's label names
     model = method.apply(base) if trained_weights is None else method.load(base, trained_weights)
     name_labels(model, task.id2label)  # a loaded full model (an older export may lack the names)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import socket
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,10 +14,11 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from hydra._internal.utils import get_args_parser
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import InstantiationException, MissingConfigException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ValidationError
 
 from peft_glue.errors import UserError, exit_with
@@ -153,6 +155,18 @@ def first_of_each_sweep(overrides: list[str], folders: Sequence[Path] = (CONFIG_
     return first
 
 
+def job_config(name: str, overrides: list[str]) -> DictConfig:
+    """A job's config as the job sees it: Hydra's runtime set (``${hydra:runtime.choices.task}`` resolves, as
+    the papers' recipes use it), Hydra's own node left out."""
+    cfg = compose(name, overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):  # no job folder exists yet; the keys that name it are checked as strings
+        cfg.hydra.runtime.output_dir = str(Path(tempfile.gettempdir()) / "peft_glue_check")
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
 def check_command_line(argv: list[str]) -> None:
     """Compose the config of the first job before Hydra starts, so a wrong override or an unknown
     config option ends in one line that names the fix instead of Hydra's multi-line report."""
@@ -178,7 +192,7 @@ def check_command_line(argv: list[str]) -> None:
             extra = [f"hydra.searchpath=[{','.join(map(repr, searchpath))}]"] if searchpath else []
             for job in jobs_to_check(args.overrides, folders):
                 groups = [o for o in job if any((f / o.split("=")[0].lstrip("+~")).is_dir() for f in folders)]
-                cfg = compose(args.config_name or "config", overrides=[*job, *extra])
+                cfg = job_config(args.config_name or "config", [*job, *extra])
                 check_typed_groups(
                     cfg,
                     lambda groups=groups: compose(args.config_name or "config", overrides=[*groups, *extra]),

@@ -40,7 +40,14 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel
 from peft_glue.errors import UserError
 from peft_glue.record import ADAPTER_DIR, BITFIT_DIR, MODEL_DIR
 from peft_glue.training.roles import backbone_modules, family, resolve
-from peft_glue.training.schema import AT_LEAST_ONE, FRACTION, POSITIVE, check_field_ranges, ranged
+from peft_glue.training.schema import (
+    AT_LEAST_ONE,
+    FRACTION,
+    NOT_NEGATIVE,
+    POSITIVE,
+    check_field_ranges,
+    ranged,
+)
 
 if TYPE_CHECKING:
     from peft_glue.training.tasks import GlueTask
@@ -499,6 +506,7 @@ class AdaLoRA(Peft):
 
     ``tinit``/``tfinal`` are fractions of the run's optimizer steps (peft wants steps, known only when
     training starts): no pruning during the first ``tinit``, final ranks fixed for the last ``tfinal``.
+    ``tinit_steps``/``tfinal_steps`` give them in steps instead, as the paper's Table 8 does.
     """
 
     name = "adalora"
@@ -506,6 +514,8 @@ class AdaLoRA(Peft):
     sweeps = {"config.target_r": "AdaLoRA target rank"}
     tinit: float = ranged(0.1, FRACTION)
     tfinal: float = ranged(0.2, FRACTION)
+    tinit_steps: int | None = ranged(None, NOT_NEGATIVE)
+    tfinal_steps: int | None = ranged(None, NOT_NEGATIVE)
 
     def peft_config(self, model: PreTrainedModel | None = None) -> PeftConfig:
         check_field_ranges("method", vars(self), type(self))
@@ -518,6 +528,10 @@ class AdaLoRA(Peft):
         config = model.peft_config["default"]
         config.total_step = total_steps
         config.tinit, config.tfinal = int(self.tinit * total_steps), int(self.tfinal * total_steps)
+        if self.tinit_steps is not None:
+            config.tinit = self.tinit_steps
+        if self.tfinal_steps is not None:
+            config.tfinal = self.tfinal_steps
         if config.tinit >= total_steps - config.tfinal:
             raise UserError(f"adalora: {total_steps} optimizer steps leave no budgeting phase; train longer")
         model.base_model.rankallocator.set_total_step(total_steps)

@@ -92,6 +92,7 @@ def check_field_ranges(prefix: str, values: Mapping[str, Any], schema: type) -> 
 @dataclass
 class ModelConf:
     name_or_path: str = MISSING
+    hub_id: Optional[str] = None  # the Hub model that name_or_path is a copy of: cards and provenance name it
     pretrained: bool = True
     trust_remote_code: bool = False
     architecture: Optional[dict[str, Any]] = None  # BertConfig-style keys, for model.pretrained=false
@@ -148,6 +149,7 @@ class Config:
     seed: int = 42
     dry_run: bool = False
     resume: Optional[str] = None
+    init_from: Optional[str] = None  # a run or export folder, or sweep:<task>: start from its trained weights
     merge: bool = False
     submission: bool = True
     cpu_dropout: bool = True
@@ -162,6 +164,7 @@ class Config:
     data: DataConf = field(default_factory=DataConf)
     lr_step: Optional[int] = None  # experiment=lr_comparison: the position in each method's grid
     lr_grid: Optional[dict[str, list[float]]] = None  # experiment=lr_comparison: the grids
+    recipe: Optional[dict[str, Any]] = None  # conf/experiment/*_paper.yaml: a paper's per-task values
 
 
 # Lightning's arguments (the trainer group, the callbacks) have no dataclass to declare a range on: here.
