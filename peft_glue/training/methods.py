@@ -13,7 +13,7 @@ import inspect
 import json
 import logging
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -40,7 +40,7 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel
 from peft_glue.errors import UserError
 from peft_glue.record import ADAPTER_DIR, BITFIT_DIR, MODEL_DIR
 from peft_glue.training.roles import backbone_modules, family, resolve
-from peft_glue.training.schema import AT_LEAST_ONE, FRACTION, POSITIVE, check_field_ranges, ranged
+from peft_glue.training.schema import AT_LEAST_ONE, FRACTION, POSITIVE, check_field_ranges, documented, ranged
 
 if TYPE_CHECKING:
     from peft_glue.training.tasks import GlueTask
@@ -226,10 +226,13 @@ class LoRA(Method):
     export_dir = ADAPTER_DIR
     order = 2
     sweeps = {"r": "LoRA rank"}
-    r: int = ranged(8, AT_LEAST_ONE)
-    alpha: float = ranged(8, POSITIVE)
-    dropout: float = ranged(0.0, FRACTION)
-    target_modules: list[str] | str = field(default_factory=lambda: ["query"])  # or a regex, or all-linear
+    r: int = ranged(8, AT_LEAST_ONE, help="the rank of the low-rank update")
+    alpha: float = ranged(8, POSITIVE, help="the update is scaled by alpha / r")
+    dropout: float = ranged(0.0, FRACTION, help="dropout on the input of the low-rank update")
+    target_modules: list[str] | str = documented(
+        help="the adapted modules: roles (query, key, value, ...), names, a regex, or all-linear",
+        default_factory=lambda: ["query"],
+    )
 
     def __post_init__(self) -> None:
         check_field_ranges("method", vars(self), type(self))
@@ -375,8 +378,10 @@ class Peft(Method):
     name = "peft"
     export_dir = ADAPTER_DIR
     order = 50
-    config_class: str = "LoraConfig"
-    config: dict = field(default_factory=dict)
+    config_class: str = documented("LoraConfig", "the peft config class (IA3Config) or peft type (IA3, ia3)")
+    config: dict = documented(
+        help="that config class's keyword arguments: +method.config.<name>=<value>", default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         self.config = dict(self.config or {})
@@ -504,8 +509,8 @@ class AdaLoRA(Peft):
     name = "adalora"
     order = 7
     sweeps = {"config.target_r": "AdaLoRA target rank"}
-    tinit: float = ranged(0.1, FRACTION)
-    tfinal: float = ranged(0.2, FRACTION)
+    tinit: float = ranged(0.1, FRACTION, help="the first fraction of the optimizer steps: no rank pruning")
+    tfinal: float = ranged(0.2, FRACTION, help="the last fraction of the optimizer steps: final ranks fixed")
 
     def peft_config(self, model: PreTrainedModel | None = None) -> PeftConfig:
         check_field_ranges("method", vars(self), type(self))
@@ -541,7 +546,7 @@ class LoraPlus(Peft):
     name = "loraplus"
     order = 6
     sweeps = {"lr_ratio": "LoRA+ learning-rate ratio"}
-    lr_ratio: float = ranged(16.0, POSITIVE)
+    lr_ratio: float = ranged(16.0, POSITIVE, help="the B matrices' learning rate over the A matrices'")
 
     def configure_optimizer(
         self, model: nn.Module, groups: list[dict], *, lr: float, weight_decay: float, **adamw
