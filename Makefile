@@ -31,10 +31,10 @@ wheel-check: install
 # the docs site, from docs/ (mkdocs.yml); --strict: a broken link or a page missing from the nav fails it.
 # The configuration and command-line references are made from the code at build time (docs/hooks.py).
 docs: install
-	$(PY) -m mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
 docs-serve: install
-	$(PY) -m mkdocs serve
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve
 
 format: install
 	$(PY) -m ruff format peft_glue tests benchmarks
