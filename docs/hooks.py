@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.metadata
 import io
 import os
 import sys
-import tomllib
 from pathlib import Path
 
 from mkdocs.structure.files import File, Files
@@ -50,9 +50,9 @@ def commands() -> list[str]:
 
 
 def console_scripts() -> dict[str, str]:
-    """module -> its console script (pyproject.toml's [project.scripts])."""
-    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-    return {target.split(":")[0]: name for name, target in scripts.items()}
+    """module -> its console script, as installed (pyproject.toml's [project.scripts])."""
+    scripts = importlib.metadata.entry_points(group="console_scripts")
+    return {s.value.split(":")[0]: s.name for s in scripts if s.value.startswith("peft_glue.")}
 
 
 def command_help(name: str) -> str:

@@ -23,6 +23,7 @@ from peft_glue.training.schema import trainer_fields
 REPO = Path(__file__).resolve().parent.parent
 TRAIN = re.compile(r"(?:python -m peft_glue\.train|peft-glue-train)(?=\s|$)")
 FENCE = re.compile(r"^\s*```")
+SHELL_LOOP = re.compile(r"^\s*for (\w+) in (\S+)")
 # what a line of the docs may hold that only its reader can fill in: such a line is listed, not composed
 PLACEHOLDERS = {
     "<": "a placeholder (<run>, <folder>)",
@@ -58,17 +59,21 @@ def train_commands(path: Path, root: Path = REPO) -> list[DocCommand]:
     backslash continuations); in prose, each code span that starts with the command."""
     lines = path.read_text().splitlines()
     name = path.relative_to(root).as_posix()
-    found, prose, fenced = [], [], False
+    found, prose, fenced, loop_values = [], [], False, {}
     number = 0
     while number < len(lines):
         line = lines[number]
         if FENCE.match(line):
-            fenced = not fenced
+            fenced, loop_values = not fenced, {}
+        elif fenced and (loop := SHELL_LOOP.match(line)):
+            loop_values[loop[1]] = loop[2]  # `for seed in 1 2 3`: $seed is composed as 1
         elif fenced and (match := TRAIN.search(line)) and "#" not in line[: match.start()]:
             start = number
             while line.rstrip().endswith("\\") and number + 1 < len(lines):
                 number += 1
                 line = line.rstrip()[:-1] + " " + lines[number].strip()
+            for variable, value in loop_values.items():
+                line = re.sub(rf"\$\{{?{variable}\b\}}?", value, line)
             found.append(DocCommand(f"{name}:{start + 1}", line[match.start() :]))
         elif not fenced:
             prose.append((number, line))
@@ -90,11 +95,17 @@ def test_the_extraction_joins_continued_lines_and_reads_code_spans(tmp_path):
     page.write_text(
         "Run `python -m peft_glue.train\n  method=bitfit` first.\n\n```bash\n"
         "python -m peft_glue.train -m method=lora \\\n    method.r=1,4   # a sweep\n"
-        "# python -m peft_glue.train in a comment\n```\n"
+        "# python -m peft_glue.train in a comment\n"
+        "for seed in 1 2; do\n"
+        "  python -m peft_glue.train seed=$seed hydra.sweep.dir=out/seed${seed}\ndone\n```\n"
     )
     found = train_commands(page, tmp_path)
-    assert [c.arguments() for c in found] == [["-m", "method=lora", "method.r=1,4"], ["method=bitfit"]]
-    assert [c.where for c in found] == ["page.md:5", "page.md:1"]
+    assert [c.arguments() for c in found] == [
+        ["-m", "method=lora", "method.r=1,4"],
+        ["seed=1", "hydra.sweep.dir=out/seed1"],
+        ["method=bitfit"],
+    ]
+    assert [c.where for c in found] == ["page.md:5", "page.md:9", "page.md:1"]
 
 
 @cache
