@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import re
 import shlex
+import string
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
 from hydra._internal.utils import get_args_parser
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -184,3 +186,13 @@ def test_every_key_of_the_reference_has_a_meaning():
     text = help_text()
     assert "data.validation_size=null  N or a fraction" in text
     assert "method: adalora, bitfit," in text and "[lora]" in text
+
+
+def test_train_help_is_the_reference_text():
+    """``python -m peft_glue.train --help`` prints the reference's groups and keys (conf/config.yaml picks
+    hydra/help=peft_glue, whose template Hydra fills with string.Template)."""
+    register_resolvers()
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("config", return_hydra_config=True)
+    assert string.Template(cfg.hydra.help.template).substitute() == help_text()
+    assert "data.eval_batch_size=${data.batch_size}" in help_text()  # a $ survives Hydra's substitution
