@@ -103,6 +103,7 @@ def read_yaml(path: Path) -> YamlFile:
         if not line.startswith("# @package"):
             header.append(line[1:].strip())
     summary = " ".join(header).split("  ")[0].strip()  # up to the first example or blank comment line
+    summary = summary[:-1] + "." if summary.endswith(":") else summary  # "...can follow:" (an example)
     global_package = any(line.startswith("# @package _global_") for line in lines)
     return YamlFile(yaml.safe_load(path.read_text()) or {}, summary, key_comments(lines), global_package)
 
