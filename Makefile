@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install test test-slow lint wheel-check format clean
+.PHONY: install test test-slow lint wheel-check format clean docs docs-serve
 
 install: $(VENV)/.installed
 
@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first, pinned: the CPU wheel lies on disk here; an unpinned `torch` pulls a multi-GB CUDA build.
 	$(PY) -m pip install --quiet torch==$(TORCH_VERSION)
-	$(PY) -m pip install --quiet -e '.[dev,sweep,slurm,wandb,mlflow,ray]'
+	$(PY) -m pip install --quiet -e '.[dev,sweep,slurm,wandb,mlflow,ray,docs]'
 	touch $@
 
 test: install
@@ -28,9 +28,17 @@ lint: install
 wheel-check: install
 	.ci/wheel-check $(VENV)
 
+# the docs site, from docs/ (mkdocs.yml); --strict: a broken link or a page missing from the nav fails it.
+# The configuration and command-line references are made from the code at build time (docs/hooks.py).
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
+
+docs-serve: install
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve
+
 format: install
 	$(PY) -m ruff format peft_glue tests benchmarks
 	$(PY) -m ruff check --fix peft_glue tests benchmarks
 
 clean:
-	rm -rf $(VENV) outputs multirun .pytest_cache
+	rm -rf $(VENV) outputs multirun .pytest_cache site

@@ -50,6 +50,13 @@ def if_null(value: Any, default: Any) -> Any:
     return default if value is None else value
 
 
+def help_template() -> str:
+    """``${peft_glue_help:}``: the text of ``--help`` (conf/hydra/help/peft_glue.yaml), made when asked."""
+    from peft_glue.training.reference import hydra_help_template  # the reference reads Lightning's docs
+
+    return hydra_help_template()
+
+
 def register_resolvers() -> None:
     """What composing the config needs besides conf/: our resolvers and the schema."""
     for name, resolver in {
@@ -58,6 +65,7 @@ def register_resolvers() -> None:
         "best_precision": best_precision,
         "dataloader_workers": dataloader_workers,
         "package_model_path": package_model_path,
+        "peft_glue_help": help_template,
     }.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)

@@ -13,7 +13,7 @@ import inspect
 import json
 import logging
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -46,6 +46,7 @@ from peft_glue.training.schema import (
     NOT_NEGATIVE,
     POSITIVE,
     check_field_ranges,
+    documented,
     ranged,
 )
 
@@ -233,10 +234,13 @@ class LoRA(Method):
     export_dir = ADAPTER_DIR
     order = 2
     sweeps = {"r": "LoRA rank"}
-    r: int = ranged(8, AT_LEAST_ONE)
-    alpha: float = ranged(8, POSITIVE)
-    dropout: float = ranged(0.0, FRACTION)
-    target_modules: list[str] | str = field(default_factory=lambda: ["query"])  # or a regex, or all-linear
+    r: int = ranged(8, AT_LEAST_ONE, help="the rank of the low-rank update")
+    alpha: float = ranged(8, POSITIVE, help="the update is scaled by alpha / r")
+    dropout: float = ranged(0.0, FRACTION, help="dropout on the input of the low-rank update")
+    target_modules: list[str] | str = documented(
+        help="the adapted modules: roles (query, key, value, ...), names, a regex, or all-linear",
+        default_factory=lambda: ["query"],
+    )
 
     def __post_init__(self) -> None:
         check_field_ranges("method", vars(self), type(self))
@@ -382,8 +386,10 @@ class Peft(Method):
     name = "peft"
     export_dir = ADAPTER_DIR
     order = 50
-    config_class: str = "LoraConfig"
-    config: dict = field(default_factory=dict)
+    config_class: str = documented("LoraConfig", "the peft config class (IA3Config) or peft type (IA3, ia3)")
+    config: dict = documented(
+        help="that config class's keyword arguments: +method.config.<name>=<value>", default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         self.config = dict(self.config or {})
@@ -512,10 +518,12 @@ class AdaLoRA(Peft):
     name = "adalora"
     order = 7
     sweeps = {"config.target_r": "AdaLoRA target rank"}
-    tinit: float = ranged(0.1, FRACTION)
-    tfinal: float = ranged(0.2, FRACTION)
-    tinit_steps: int | None = ranged(None, NOT_NEGATIVE)
-    tfinal_steps: int | None = ranged(None, NOT_NEGATIVE)
+    tinit: float = ranged(0.1, FRACTION, help="the first fraction of the optimizer steps: no rank pruning")
+    tfinal: float = ranged(0.2, FRACTION, help="the last fraction of the optimizer steps: final ranks fixed")
+    tinit_steps: int | None = ranged(None, NOT_NEGATIVE, help="tinit in optimizer steps (as papers give it)")
+    tfinal_steps: int | None = ranged(
+        None, NOT_NEGATIVE, help="tfinal in optimizer steps (a paper's schedule)"
+    )
 
     def peft_config(self, model: PreTrainedModel | None = None) -> PeftConfig:
         check_field_ranges("method", vars(self), type(self))
@@ -555,7 +563,7 @@ class LoraPlus(Peft):
     name = "loraplus"
     order = 6
     sweeps = {"lr_ratio": "LoRA+ learning-rate ratio"}
-    lr_ratio: float = ranged(16.0, POSITIVE)
+    lr_ratio: float = ranged(16.0, POSITIVE, help="the B matrices' learning rate over the A matrices'")
 
     def configure_optimizer(
         self, model: nn.Module, groups: list[dict], *, lr: float, weight_decay: float, **adamw

@@ -62,9 +62,16 @@ NOT_NEGATIVE = Range(low=0)
 FRACTION = Range(low=0, high=1, high_open=True)  # [0, 1)
 
 
-def ranged(default: Any, allowed: Range, **kwargs: Any) -> Any:
-    """A dataclass field whose numbers must lie in ``allowed`` (each element, for a list)."""
-    return field(default=default, metadata={"range": allowed}, **kwargs)
+def ranged(default: Any, allowed: Range, help: str = "", **kwargs: Any) -> Any:
+    """A dataclass field whose numbers must lie in ``allowed`` (each element, for a list); ``help``: its
+    meaning, for keys that no yaml comment explains (the configuration reference, training/reference.py)."""
+    return field(default=default, metadata={"range": allowed, "help": help}, **kwargs)
+
+
+def documented(default: Any = dataclasses.MISSING, help: str = "", **kwargs: Any) -> Any:
+    """A dataclass field with its one-line meaning (``help``, as peft's config classes write it), for keys
+    that no yaml comment explains: the same for every option of a group, or set only by an experiment."""
+    return field(default=default, metadata={"help": help}, **kwargs)
 
 
 def range_error(key: str, value: Any, allowed: Range, example: Any = None) -> str | None:
@@ -91,11 +98,20 @@ def check_field_ranges(prefix: str, values: Mapping[str, Any], schema: type) -> 
 
 @dataclass
 class ModelConf:
-    name_or_path: str = MISSING
-    hub_id: Optional[str] = None  # the Hub model that name_or_path is a copy of: cards and provenance name it
-    pretrained: bool = True
-    trust_remote_code: bool = False
-    architecture: Optional[dict[str, Any]] = None  # BertConfig-style keys, for model.pretrained=false
+    name_or_path: str = documented(
+        MISSING, "a Hugging Face Hub name or a local folder of a transformers model"
+    )
+    hub_id: Optional[str] = documented(
+        None, "the Hub model that name_or_path is a copy of: cards and provenance name it"
+    )
+    pretrained: bool = documented(
+        True, "load the pretrained weights; false = random weights of `architecture`"
+    )
+    trust_remote_code: bool = documented(False, "run the model repository's own code (transformers' option)")
+    architecture: Optional[dict[str, Any]] = documented(
+        None,
+        "config.json-style keys (model_type, hidden_size, ...), so model.pretrained=false builds offline",
+    )
 
 
 @dataclass
@@ -117,7 +133,7 @@ class DataConf:
 
 @dataclass
 class OptimizerConf:
-    lr: float = ranged(MISSING, POSITIVE)
+    lr: float = ranged(MISSING, POSITIVE, help="the peak learning rate; each method's yaml sets its default")
     weight_decay: float = ranged(0.01, NOT_NEGATIVE)
     betas: list[float] = ranged(dataclasses.MISSING, FRACTION, default_factory=lambda: [0.9, 0.999])
     eps: float = ranged(1e-8, POSITIVE)
@@ -162,9 +178,13 @@ class Config:
     optimizer: OptimizerConf = field(default_factory=OptimizerConf)
     scheduler: SchedulerConf = field(default_factory=SchedulerConf)
     data: DataConf = field(default_factory=DataConf)
-    lr_step: Optional[int] = None  # experiment=lr_comparison: the position in each method's grid
-    lr_grid: Optional[dict[str, list[float]]] = None  # experiment=lr_comparison: the grids
-    recipe: Optional[dict[str, Any]] = None  # conf/experiment/*_paper.yaml: a paper's per-task values
+    lr_step: Optional[int] = documented(None, "experiment=lr_comparison: the position in each method's grid")
+    lr_grid: Optional[dict[str, list[float]]] = documented(
+        None, "experiment=lr_comparison: each method's learning-rate grid"
+    )
+    recipe: Optional[dict[str, Any]] = documented(
+        None, "conf/experiment/*_paper.yaml: a paper's per-task values"
+    )
 
 
 # Lightning's arguments (the trainer group, the callbacks) have no dataclass to declare a range on: here.
