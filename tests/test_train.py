@@ -36,6 +36,7 @@ def check_results(results: dict, task: str, method: str) -> None:
     assert 0 <= results["val"]["best"]["accuracy"] <= 1
 
 
+@pytest.mark.slow  # a whole multirun of every method x task; each method and task also has fast tests
 def test_every_method_on_every_task_in_one_multirun(tiny_bert, tiny_glue, tmp_path):
     sweep = tmp_path / "sweep"
     result = run_cli(
