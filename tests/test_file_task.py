@@ -189,7 +189,11 @@ def test_three_class_csv_task_metrics_from_its_predictions(reviews, tmp_path):
     results = read_results(run)
     assert results.task_info.labels == ["bad", "great", "ok"]  # inferred from train, sorted
     assert results.splits.sizes == {"train": 48, "validation": 12, "test": 15}
-    written = predict(run, input_tsv=data / "test.csv", out_dir=tmp_path)
+    (data / "train.csv").rename(data / "moved.csv")  # the labels were inferred: the run's are kept
+    try:
+        written = predict(run, input_tsv=data / "test.csv", out_dir=tmp_path)
+    finally:
+        (data / "moved.csv").rename(data / "train.csv")
     assert [p.name for p in written] == ["test.predictions.csv"]
     rows = read_predictions(written[0])
     assert [row["review"] for row in rows] == [row["review"] for row in three_class_rows(15, 2)]  # quotes
