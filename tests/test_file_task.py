@@ -345,6 +345,19 @@ def test_inferred_labels_are_sorted_numerically_and_a_score_column_is_refused(tm
         own_task(path, labels=None)
 
 
+def test_a_hub_dataset_by_its_split_names(tmp_path):
+    """``hub:`` takes what ``datasets.load_dataset`` takes: a Hub id, or (here, offline) a dataset folder."""
+    write_csv(
+        tmp_path / "train.csv", [{"review": "good", "stars": "good"}, {"review": "bad", "stars": "bad"}]
+    )
+    write_csv(tmp_path / "validation.csv", [{"review": "bad film", "stars": "bad"}])
+    task = own_task(tmp_path, hub=str(tmp_path), train="train", validation="validation", labels=None)
+    splits = task.read_splits()
+    assert task.label_names == ("bad", "good") and splits["validation"]["label"] == [0]
+    with pytest.raises(UserError, match=r"cannot load .* split nosuch: .*check task.hub, task.hub_config"):
+        own_task(tmp_path, hub=str(tmp_path), train="nosuch", labels=None)
+
+
 def test_missing_validation_and_a_test_size_beside_a_test_file(tiny_bert, tmp_path):
     from peft_glue.training.models import load_tokenizer
 

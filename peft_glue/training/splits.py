@@ -104,9 +104,12 @@ def split_summary(
 ) -> dict:
     """What results.json says about the splits: where validation and test come from, and their sizes."""
     carved = validation_size is not None
+    test_from = "train" if test_size is not None else "glue_dev" if carved else "glue_test"
+    if not any(name.startswith(("test", "predict")) for name in splits):  # a dataset without a test set
+        test_from = None
     return {
         "validation_from": "train" if carved else "glue_dev",
-        "test_from": "train" if test_size is not None else "glue_dev" if carved else "glue_test",
+        "test_from": test_from,
         "validation_size": validation_size,
         "test_size": test_size,
         "split_seed": split_seed if carved or test_size is not None else None,
