@@ -18,6 +18,7 @@ from peft_glue.errors import UserError
 from peft_glue.predict import predict
 from peft_glue.record import RunRecord, read_results
 from peft_glue.report import write_report
+from peft_glue.results.runs import read_metrics
 from peft_glue.train import train
 from peft_glue.training.data import GlueDataModule, read_glue_tsv
 from peft_glue.training.file_task import FileTask
@@ -400,3 +401,7 @@ def test_real_sst2_files_as_a_yaml_task_give_the_numbers_of_task_sst2(tiny_bert,
     own = own_run(tiny_bert, config, tmp_path / "own", "sst2_files", *common)
     glue_run = own_run(tiny_bert, config, tmp_path / "glue", "sst2", f"data.data_dir={glue.parent}", *common)
     assert own.val_history == glue_run.val_history and own.best == glue_run.best
+    # and every logged loss: the tiny model's accuracy alone sits at a majority class either way
+    own_logs, glue_logs = read_metrics(tmp_path / "own"), read_metrics(tmp_path / "glue")
+    for column in ("train/loss", "val/loss"):
+        assert own_logs[column].dropna().tolist() == glue_logs[column].dropna().tolist(), column
