@@ -19,6 +19,7 @@ from peft_glue.predict import predict
 from peft_glue.record import RunRecord, read_results
 from peft_glue.report import write_report
 from peft_glue.results.runs import read_metrics
+from peft_glue.submit import best_runs
 from peft_glue.train import train
 from peft_glue.training.data import GlueDataModule, read_glue_tsv
 from peft_glue.training.file_task import FileTask
@@ -288,6 +289,16 @@ def test_sst2_files_as_a_yaml_task_read_exactly_as_task_sst2(tiny_glue, tiny_ber
     for split, name in (("train", "train"), ("validation", "dev"), ("test", "test")):
         glue = read_glue_tsv(folder / f"{name}.tsv", SST2())
         assert own[split].to_dict() == glue.to_dict(), split
+
+
+def test_a_run_of_ones_own_task_is_never_a_glue_submission(tmp_path):
+    """Even named like a GLUE task and holding a file of GLUE's name, it is not GLUE's test set."""
+    info = {"dataset": {"train": "mine.csv"}, "submission_files": ["SST-2.tsv"], "monitor": "accuracy"}
+    results = {"status": "completed", "task": "sst2", "task_info": info, "val": {"best": {"accuracy": 0.9}}}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    (tmp_path / "SST-2.tsv").write_text("index\tprediction\n0\t1\n")
+    with pytest.raises(UserError, match="no completed run with submission files"):
+        best_runs([tmp_path])
 
 
 # ---------------------------------------------------------------------------------------------- bad files
