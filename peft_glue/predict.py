@@ -3,6 +3,8 @@
     python -m peft_glue.predict run=outputs/runs/<run>                 # the task's test split
     python -m peft_glue.predict run=outputs/runs/<run> input=some.tsv  # -> some.predictions.tsv (any TSV in
                                                                         # the task's GLUE layout)
+    python -m peft_glue.predict run=outputs/runs/<run> input=new.csv   # a task of one's own (a yaml): CSV,
+                                                  # TSV or JSON Lines -> new.predictions.csv, beside each row
     python -m peft_glue.predict run=outputs/runs/<run> out=elsewhere data.data_dir=/data/glue \\
         data.eval_batch_size=64 trainer.accelerator=cpu trainer.precision=32-true
 
@@ -28,11 +30,12 @@ from hydra.utils import get_class
 from omegaconf import OmegaConf
 
 from peft_glue.errors import UserError, exit_with
-from peft_glue.record import SAVED_CONFIG
+from peft_glue.record import SAVED_CONFIG, read_results
 from peft_glue.training.artifacts import per_split, write_submission, write_submissions
 from peft_glue.training.components import assemble
 from peft_glue.training.config import load_saved_config, register_resolvers
 from peft_glue.training.data import GlueDataModule
+from peft_glue.training.file_task import FileTask
 from peft_glue.training.module import GlueClassifier
 from peft_glue.training.run_settings import require_run, split_settings
 from peft_glue.training.schema import (
@@ -128,6 +131,7 @@ def predict(
     cfg = load_saved_config(config_file)
     for key, value in overrides.items():
         OmegaConf.update(cfg, key, value, merge=False)
+    keep_trained_labels(cfg, run_dir)
     export_dir = get_class(cfg.method._target_).export_dir  # a class attribute: nothing built twice
     weights = run_dir / export_dir
     if not weights.is_dir():
@@ -138,6 +142,7 @@ def predict(
         **OmegaConf.to_container(cfg.data, resolve=True),
         "train_subset": None,
         "validation_size": None,
+        "test_size": None,
     }
     datamodule = GlueDataModule(
         parts.task,
@@ -151,13 +156,24 @@ def predict(
     predictions = per_split(trainer.predict(module, datamodule=datamodule), splits)
     folder = out_dir or run_dir
     if input_tsv is not None:  # named after the input: a GLUE name would claim a test set (MNLI-m/-mm)
-        return [write_submission(folder / predictions_file(input_tsv), parts.task, predictions[splits[0]])]
-    return write_submissions(folder, parts.task, predictions)
+        path = folder / predictions_file(input_tsv, isinstance(parts.task, FileTask))
+        return [write_submission(path, parts.task, predictions[splits[0]], datamodule.raw["test"])]
+    return write_submissions(folder, parts.task, predictions, datamodule.raw)
 
 
-def predictions_file(input_tsv: Path) -> str:
-    """``my.tsv`` -> ``my.predictions.tsv``: the file ``input=`` writes, in GLUE's submission format."""
-    return f"{input_tsv.stem}.predictions.tsv"
+def predictions_file(input_tsv: Path, own_task: bool = False) -> str:
+    """``my.tsv`` -> ``my.predictions.tsv``: the file ``input=`` writes, in GLUE's submission format; a task
+    of one's own keeps the input's file type (``new.csv`` -> ``new.predictions.csv``, beside each row)."""
+    return f"{input_tsv.stem}.predictions{input_tsv.suffix if own_task else '.tsv'}"
+
+
+def keep_trained_labels(cfg: Any, run_dir: Path) -> None:
+    """A task of one's own whose labels were inferred from its training file: the run's labels (results.json),
+    so the head's outputs keep their names even where that file has changed or gone."""
+    task = cfg.get("task") or {}
+    results = read_results(run_dir)
+    if "labels" in task and task.labels is None and results is not None and results.task_info is not None:
+        OmegaConf.update(cfg, "task.labels", list(results.task_info.labels), merge=False)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -68,6 +68,7 @@ class TaskInfo:
     labels: list[str] = field(default_factory=list)
     glue_columns: dict[str, str] = field(default_factory=dict)  # GLUE's column -> the metric it shows
     submission_files: list[str] = field(default_factory=list)
+    dataset: dict[str, str] | None = None  # a task of one's own: its files or Hub dataset; None: GLUE
 
 
 @dataclass
@@ -83,8 +84,9 @@ class Splits:
     """Where validation and test came from, and how many examples each split held."""
 
     validation_from: str | None = None  # "train" (carved) or "glue_dev"
-    test_from: str | None = None  # "glue_dev" or "glue_test"
+    test_from: str | None = None  # "glue_dev", "glue_test", or "train" (carved: data.test_size)
     validation_size: int | float | None = None
+    test_size: int | float | None = None
     split_seed: int | None = None
     sizes: dict[str, int] = field(default_factory=dict)
 
@@ -132,6 +134,7 @@ class RunResults:
     batch_size: int | None = None
     train_subset: int | None = None
     validation_size: int | float | None = None  # carved from train; None: GLUE dev validates
+    test_size: int | float | None = None  # carved from train (a dataset without a test file)
     max_epochs: int | None = None
     precision: str | None = None
     devices: int | str | list[int] | None = None  # the trainer's devices; [N]: the GPU a sweep gave the job
@@ -240,6 +243,7 @@ class RunResults:
             "max_epochs": self.max_epochs,
             "train_subset": self.train_subset,
             "validation_size": self.validation_size,
+            "test_size": self.test_size,
             **({"init_from": self.init_from.get("task")} if self.init_from else {}),
         }
 

@@ -46,7 +46,8 @@ def best_runs(paths: Sequence[Path]) -> dict[str, tuple[Path, RunResults]]:
     for file in find_results(paths):
         run_dir, results = file.parent, read_results(file)
         files = results.task_info.submission_files if results.task_info else []
-        if results.status != COMPLETED or not any((run_dir / name).is_file() for name in files):
+        own = bool(results.task_info and results.task_info.dataset)  # a dataset of one's own: not GLUE's
+        if results.status != COMPLETED or own or not any((run_dir / name).is_file() for name in files):
             continue
         value, task = results.monitor_value, results.task
         if task not in best or (not math.isnan(value) and not value <= best[task][1].monitor_value):

@@ -124,7 +124,9 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
         val={"best": best_epoch(history, task.monitor), "last": history[-1]} if history else None,
         val_history=history,
         best_checkpoint=restore_best(trainer, module),  # export, test and predict with the picked epoch
-        splits=split_summary(datamodule.splits, cfg.data.validation_size, cfg.data.split_seed),
+        splits=split_summary(
+            datamodule.splits, cfg.data.validation_size, cfg.data.split_seed, cfg.data.test_size
+        ),
         train_seconds=round(throughput.seconds, 2),
         train_samples=throughput.samples,  # all ranks together
         train_samples_per_second=throughput.samples_per_second,
@@ -207,6 +209,7 @@ def settings_of(cfg: DictConfig) -> dict:
         "batch_size": cfg.data.batch_size,
         "train_subset": cfg.data.train_subset,
         "validation_size": cfg.data.validation_size,
+        "test_size": cfg.data.test_size,
         "max_epochs": cfg.trainer.max_epochs,
         "precision": cfg.trainer.precision,
         "devices": asked_devices(cfg.trainer),  # [N]: the GPU a sweep gave the job
@@ -249,7 +252,7 @@ def predict_test_sets(
     predictions = {split: gather_predictions(batches) for split, batches in predicted.items()}
     task = datamodule.task
     if record.writes:
-        write_submissions(record.folder, task, predictions)
+        write_submissions(record.folder, task, predictions, datamodule.raw)
     return [str(record.folder / task.submission_file_of(split)) for split in splits]
 
 

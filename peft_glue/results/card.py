@@ -31,7 +31,13 @@ from peft_glue.record import (
 CARD_FILE = "README.md"
 GLUE_DATASET = "nyu-mll/glue"
 # peft_glue's metric names -> the Hub's metric ids (derived metrics such as acc_and_f1 keep their name)
-HUB_METRICS = {"mcc": "matthews_correlation", "pearson": "pearsonr", "spearman": "spearmanr"}
+HUB_METRICS = {
+    "mcc": "matthews_correlation",
+    "pearson": "pearsonr",
+    "spearman": "spearmanr",
+    "f1_macro": "f1",
+    "f1_micro": "f1",
+}
 CARD_NOT_METRICS = ("epoch", "step", "loss")  # bookkeeping in a metrics dict
 
 
@@ -45,10 +51,17 @@ def task_name(results: RunResults) -> str:
     return results.task or "glue"
 
 
+def own_dataset(results: RunResults) -> dict[str, str] | None:
+    """A task of one's own (a yaml, file_task.py): its files or Hub dataset; None: a GLUE task."""
+    return results.task_info.dataset if results.task_info else None
+
+
 def task_title(results: RunResults) -> str:
-    """GLUE's name of the task (``RTE``, ``SST-2``, ``MNLI``)."""
+    """GLUE's name of the task (``GLUE RTE``, ``GLUE SST-2``), or the name of one's own task."""
+    if own_dataset(results) is not None:
+        return task_name(results)
     columns = results.task_info.glue_columns if results.task_info else {}
-    return next(iter(columns), task_name(results).upper()).removesuffix("-m")
+    return "GLUE " + next(iter(columns), task_name(results).upper()).removesuffix("-m")
 
 
 def metric_values(values: dict | None, metrics: list[str]) -> dict[str, dict[str, float]]:
@@ -69,31 +82,47 @@ def result_sets(results: RunResults) -> list[tuple[str, str, dict[str, float]]]:
     """(split of the Hub dataset, what it is, metrics) of every evaluated set: validation (the best epoch,
     the one exported) and, when validation was carved from train, GLUE's labelled dev set as the test set."""
     metrics = results.task_info.metrics if results.task_info else []
+    own = own_dataset(results) is not None
+    test_carved = bool(results.splits and results.splits.test_from == "train")
     sets = []
     for suffix, values in metric_values(results.best, metrics).items():
         if results.validation_carved:
             sets.append((f"train{suffix}", "validation carved from train", values))
         else:
-            sets.append((f"validation{suffix}", "validation (GLUE dev)", values))
+            sets.append((f"validation{suffix}", "validation" if own else "validation (GLUE dev)", values))
     for suffix, values in metric_values(results.test, metrics).items():
-        sets.append((f"validation{suffix}", "test (GLUE dev)", values))
+        if test_carved:
+            sets.append((f"train{suffix}", "test carved from train", values))
+        elif own:
+            sets.append(("validation" if results.validation_carved else "test", "test", values))
+        else:
+            sets.append((f"validation{suffix}", "test (GLUE dev)", values))
     return sets
 
 
 def front_matter(results: RunResults, kind: str, name: str) -> dict[str, Any]:
     task = task_name(results)
     metrics = results.task_info.metrics if results.task_info else []
-    derived = set(metrics) - {"accuracy", "f1", "mcc", "pearson", "spearman"}
+    derived = set(metrics) - {"accuracy", "f1", "f1_macro", "f1_micro", "mcc", "pearson", "spearman"}
     meta: dict[str, Any] = {"library_name": library_of(kind)}
     if results.hub_model_id:
         meta["base_model"] = results.hub_model_id
+    own = own_dataset(results)
+    hub_dataset = GLUE_DATASET if own is None else own.get("hub")
+    glue = [] if own is not None else ["glue"]
     meta["tags"] = list(
-        dict.fromkeys(["peft_glue", results.method_name or "unknown", "glue", task, "text-classification"])
+        dict.fromkeys(["peft_glue", results.method_name or "unknown", *glue, task, "text-classification"])
     )
-    meta["datasets"] = [GLUE_DATASET]
+    if hub_dataset:
+        meta["datasets"] = [hub_dataset]
     meta["metrics"] = [HUB_METRICS.get(m, m) for m in metrics if m not in derived]
     meta["pipeline_tag"] = "text-classification"
-    dataset = {"name": f"GLUE {task_title(results)}", "type": GLUE_DATASET, "config": task}
+    config = task if own is None else own.get("hub_config")
+    dataset = {
+        "name": task_title(results),
+        "type": hub_dataset or task,
+        **({"config": config} if config else {}),
+    }
     meta["model-index"] = [
         {
             "name": name,
@@ -203,24 +232,40 @@ def data_lines(results: RunResults, run_dir: Path) -> list[str]:
     """The card's Data section: where the task's files came from, and the sizes of the splits."""
     splits = results.splits
     sizes = splits.sizes if splits else {}
-    data_dir = data_source(results, run_dir)
-    validation = (
-        f"{splits.validation_size} examples carved from train (split_seed {splits.split_seed});"
-        " GLUE's dev set is the test set"
-        if results.validation_carved
-        else "GLUE's validation (dev) set"
-    )
+    carved = f"examples carved from train (split_seed {splits.split_seed if splits else None})"
+    own = own_dataset(results)
     subset = results.train_subset
-    return [
+    if own is None:
+        data_dir = data_source(results, run_dir)
+        task_line = f"- Task: {task_title(results)} (`{GLUE_DATASET}`, config `{task_name(results)}`), " + (
+            f"read from the local folder `{data_dir}`" if data_dir else "from the Hugging Face Hub"
+        )
+        validation = (
+            f"{splits.validation_size} {carved}; GLUE's dev set is the test set"
+            if results.validation_carved
+            else "GLUE's validation (dev) set"
+        )
+        test = None
+    else:
+        source = ", ".join(f"{split} `{where}`" for split, where in own.items())
+        task_line = f"- Task: `{task_name(results)}`, a dataset of one's own: {source}"
+        validation = (
+            f"{splits.validation_size} {carved}" if results.validation_carved else "its validation set"
+        )
+        test_carved = splits is not None and splits.test_from == "train"
+        test = f"{splits.test_size} {carved}" if test_carved else "its test set" if "test" in sizes else None
+    lines = [
         "## Data",
         "",
-        f"- Task: GLUE {task_title(results)} (`{GLUE_DATASET}`, config `{task_name(results)}`), "
-        + (f"read from the local folder `{data_dir}`" if data_dir else "from the Hugging Face Hub"),
+        task_line,
         f"- Training examples: {sizes.get('train', '?')}"
         + (f" (a fixed random subset: data.train_subset={subset})" if subset else ""),
         f"- Validation: {validation}"
         + (f", {sizes['validation']} examples" if "validation" in sizes else ""),
     ]
+    if test is not None:
+        lines.append(f"- Test: {test}, {sizes.get('test', '?')} examples")
+    return lines
 
 
 def training_lines(results: RunResults) -> list[str]:
@@ -309,9 +354,9 @@ def card_text(results: RunResults, run_dir: Path, kind: str, folder: Path, repo_
     )
     sections = [
         [
-            f"# {name.rsplit('/', 1)[-1]}: GLUE {task_title(results)} with {method_name}",
+            f"# {name.rsplit('/', 1)[-1]}: {task_title(results)} with {method_name}",
             "",
-            f"This is {what}, trained on GLUE {task_title(results)} with peft_glue "
+            f"This is {what}, trained on {task_title(results)} with peft_glue "
             f"(PyTorch Lightning, Hydra, 🤗 transformers and peft).",
         ],
         model_lines(results, kind, base),

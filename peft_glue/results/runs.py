@@ -28,7 +28,7 @@ RESULTS_TABLE = "results.csv"  # what a report writes: one flattened record a ro
 DERIVED_COLUMNS = ("config", "lr", "monitor", "method_order", "val_epochs")
 UNKNOWN_ORDER = 100  # methods without method_info come after the ones that say where they go
 # Identity fields besides task and method that are shown as columns only where runs differ in them.
-IDENTITY_SETTINGS = ["model", "batch_size", "max_epochs", "train_subset", "validation_size"]
+IDENTITY_SETTINGS = ["model", "batch_size", "max_epochs", "train_subset", "validation_size", "test_size"]
 
 
 def existing_paths(paths: Iterable[Path]) -> list[Path]:

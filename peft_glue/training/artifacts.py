@@ -6,9 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
 from peft_glue.record import MERGED_DIR, MODEL_DIR, write_atomic, write_folder_atomic
+from peft_glue.training.file_task import FileTask, write_prediction_table
 from peft_glue.training.methods import Method
 from peft_glue.training.tasks import GlueTask
 
@@ -34,10 +36,16 @@ def export_trained(
 
 
 def write_submission(
-    path: Path, task: GlueTask, predictions: list[tuple[torch.Tensor, torch.Tensor]]
+    path: Path,
+    task: GlueTask,
+    predictions: list[tuple[torch.Tensor, torch.Tensor]],
+    rows: Dataset | None = None,
 ) -> Path:
     """GLUE leaderboard format: `index<TAB>prediction`, one line per test example, in index order, each
-    prediction as the task writes it (a class name or a score)."""
+    prediction as the task writes it (a class name or a score). A task of one's own: each prediction beside
+    its row's id or text (``rows``, the split as read), in the file type of ``path``."""
+    if isinstance(task, FileTask) and rows is not None:
+        return write_prediction_table(path, task, rows, predictions)
     indices = torch.cat([idx for idx, _ in predictions]).tolist()
     values = torch.cat([pred for _, pred in predictions]).tolist()
     rows = sorted(zip(indices, values, strict=True))  # a regression task's scores: clipped by the task
@@ -55,10 +63,14 @@ def per_split(predicted: list, splits: list[str]) -> dict[str, list[tuple[torch.
 
 
 def write_submissions(
-    folder: Path, task: GlueTask, predictions: dict[str, list[tuple[torch.Tensor, torch.Tensor]]]
+    folder: Path,
+    task: GlueTask,
+    predictions: dict[str, list[tuple[torch.Tensor, torch.Tensor]]],
+    rows: dict[str, Dataset] | None = None,
 ) -> list[Path]:
-    """One submission file per test split (``task.submission_file_of``), in ``folder``."""
+    """One submission file per test split (``task.submission_file_of``), in ``folder``; ``rows``: each
+    split as read (a task of one's own writes its predictions beside them)."""
     return [
-        write_submission(folder / task.submission_file_of(split), task, batches)
+        write_submission(folder / task.submission_file_of(split), task, batches, (rows or {}).get(split))
         for split, batches in predictions.items()
     ]

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from peft_glue.errors import UserError
 from peft_glue.training.config import build
 from peft_glue.training.methods import Method
 from peft_glue.training.models import load_model, load_tokenizer, name_labels
@@ -35,6 +36,11 @@ def assemble(cfg: DictConfig, trained_weights: Path | None = None) -> Components
     with ``trained_weights`` (a run's export folder), the trained model loaded onto a fresh base model."""
     task: GlueTask = build(cfg.task)
     method: Method = build(cfg.method, _convert_="all")
+    if getattr(task, "class_weights", False) and type(method).training_loss is not Method.training_loss:
+        raise UserError(
+            f"task.class_weights: method {method.name} trains on the model's own (unweighted) loss; "
+            "drop task.class_weights or choose another method"
+        )
     model_config = OmegaConf.to_container(cfg.model, resolve=True)
     loading = {key: value for key, value in model_config.items() if key != "hub_id"}  # hub_id: a name only
     base = load_model(num_labels=task.num_labels, **loading)

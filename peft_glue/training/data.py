@@ -1,7 +1,7 @@
 """GLUE data: the Hub's `nyu-mll/glue` or a local folder in the classic GLUE layout, tokenized once, cached.
 
 Every split is normalised to the columns ``idx``, ``sentence1`` (``sentence2`` for pairs) and ``label``
-(the task's target; ``tasks.UNLABELLED`` where the split has no labels), then tokenized with ``datasets.map``
+(the task's target; ``task.unlabelled`` where the split has no labels), then tokenized with ``datasets.map``
 into an on-disk cache keyed by the raw data, the tokenizer and ``max_length``. Batching: ``samplers.py``.
 """
 
@@ -31,8 +31,8 @@ from peft_glue.training.samplers import (
     LengthGroupedSampler,
     SortedBatchSampler,
 )
-from peft_glue.training.splits import carve_validation
-from peft_glue.training.tasks import UNLABELLED, GlueTask
+from peft_glue.training.splits import carve_test, carve_validation
+from peft_glue.training.tasks import GlueTask
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,11 @@ OFFLINE_DATA_HINT = (
 
 # --------------------------------------------------------------------------------------------- raw data
 def load_glue(task: GlueTask, data_dir: str | os.PathLike | None) -> DatasetDict:
-    """Train / validation / test of ``task``, from ``data_dir`` when given, else from the Hub."""
-    raw = load_local(task, Path(data_dir).expanduser()) if data_dir else load_hub(task)
+    """Train / validation / test of ``task``: the files a task of one's own names (file_task.py), else GLUE's
+    from ``data_dir`` when given, else from the Hub."""
+    raw = task.read_splits()
+    if raw is None:
+        raw = load_local(task, Path(data_dir).expanduser()) if data_dir else load_hub(task)
     for split, dataset in raw.items():
         if len(dataset) == 0:
             raise UserError(f"the {task.name} {split} split is empty; check the files in data.data_dir")
@@ -118,7 +121,7 @@ def read_glue_tsv(path: Path, task: GlueTask) -> Dataset:
         for row, values in zip(rows, zip(*texts, strict=True), strict=True):
             if any(value is None for value in values):
                 raise UserError(f"{path} line {row + first_line} has too few tab-separated fields")
-        labels = [UNLABELLED] * len(rows)
+        labels = [task.unlabelled] * len(rows)
         if labelled:
             labels = [
                 parse_label(task, label, path, row + first_line)
@@ -166,9 +169,16 @@ def glue_header(path: Path, task: GlueTask) -> tuple[list[str], bool]:
     return header, headerless
 
 
-def load_tsv(path: Path, header: list[str], headerless: bool) -> Dataset:
-    """The file as a table of strings (``datasets``' csv reader: no quoting, no NA guessing); a malformed
-    file is one line."""
+def load_tsv(
+    path: Path,
+    header: list[str],
+    headerless: bool,
+    kind: str = "GLUE TSV",
+    sep: str = "\t",
+    quoting: int = csv.QUOTE_NONE,
+) -> Dataset:
+    """The file as a table of strings (``datasets``' csv reader: GLUE's TSV has no quoting; no NA guessing);
+    a malformed file is one line. ``kind``, ``sep``, ``quoting``: a CSV of one's own (file_task.py)."""
     try:
         with warnings.catch_warnings():
             # a row with more fields than the header would silently lose data: make pandas' warning an error
@@ -177,8 +187,8 @@ def load_tsv(path: Path, header: list[str], headerless: bool) -> Dataset:
                 "csv",
                 data_files=str(path),
                 split="train",
-                sep="\t",
-                quoting=csv.QUOTE_NONE,
+                sep=sep,
+                quoting=quoting,
                 encoding="utf-8-sig",
                 na_filter=False,
                 index_col=False,
@@ -190,14 +200,16 @@ def load_tsv(path: Path, header: list[str], headerless: bool) -> Dataset:
             raise UserError(
                 f"{path} has a header but no rows (an empty split); fix or re-download it"
             ) from error
-        raise UserError(f"{path} is not a well-formed GLUE TSV ({error}); fix or re-download it") from error
+        raise UserError(f"{path} is not a well-formed {kind} ({error}); fix or re-download it") from error
     except (DatasetGenerationError, ParserWarning) as error:
         cause = str(error.__cause__ or error).strip().splitlines()[-1]
-        raise UserError(f"{path} is not a well-formed GLUE TSV ({cause}); fix or re-download it") from error
+        raise UserError(f"{path} is not a well-formed {kind} ({cause}); fix or re-download it") from error
     return table
 
 
-def check_rows(path: Path, columns: list[str], text_columns: tuple[str, ...], first_line: int) -> None:
+def check_rows(
+    path: Path, columns: list[str], text_columns: tuple[str, ...], first_line: int, kind: str = "GLUE TSV"
+) -> None:
     """Every row has as many tab-separated fields as the header names, and no empty sentence: otherwise one
     line naming the file, the line number and the row's start (pandas would fill or drop fields silently)."""
     texts = [columns.index(column) for column in text_columns]
@@ -210,13 +222,13 @@ def check_rows(path: Path, columns: list[str], text_columns: tuple[str, ...], fi
             if len(fields) != len(columns):
                 few = "too few" if len(fields) < len(columns) else "too many"
                 raise UserError(
-                    f"{path} is not a well-formed GLUE TSV: line {number} has {few} tab-separated fields "
+                    f"{path} is not a well-formed {kind}: line {number} has {few} tab-separated fields "
                     f"({len(fields)}, expected {len(columns)}: {', '.join(columns)}); it starts {start!r}"
                 )
             empty = [columns[i] for i in texts if not fields[i].strip()]
             if empty:
                 raise UserError(
-                    f"{path} is not a well-formed GLUE TSV: line {number} has an empty {empty[0]!r}; "
+                    f"{path} is not a well-formed {kind}: line {number} has an empty {empty[0]!r}; "
                     f"it starts {start!r}"
                 )
 
@@ -336,6 +348,7 @@ class GlueDataModule(pl.LightningDataModule):
         pad_to_multiple_of: int | None = None,
         train_subset: int | None = None,
         validation_size: int | float | None = None,
+        test_size: int | float | None = None,
         split_seed: int = 0,
         predict_file: str | os.PathLike | None = None,
         seed: int = 0,
@@ -359,6 +372,7 @@ class GlueDataModule(pl.LightningDataModule):
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.train_subset = train_subset
         self.validation_size = validation_size  # carve validation from train (splits.py); None: GLUE dev
+        self.test_size = test_size  # carve test from train: a dataset without a test file (splits.py)
         self.split_seed = split_seed
         self.predict_file = predict_file  # a TSV to predict instead of the test split
         self.seed = seed
@@ -367,21 +381,32 @@ class GlueDataModule(pl.LightningDataModule):
         self.train_collate = (
             BucketPadding(tokenizer, length_bucket, self.max_length) if length_bucket else self.collate
         )
-        self.splits: dict[str, Dataset] = {}
+        self.splits: dict[str, Dataset] = {}  # tokenized
+        self.raw: DatasetDict = DatasetDict()  # the same rows with their text: predictions beside it
         self.resume_at: EpochPosition | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
         if self.predict_file is not None:
-            raw = DatasetDict({"test": read_glue_tsv(Path(self.predict_file), self.task)})
+            path = Path(self.predict_file)
+            own = self.task.read_file(path)  # a task of one's own reads CSV, TSV or JSON Lines
+            raw = DatasetDict({"test": own if own is not None else read_glue_tsv(path, self.task)})
         else:
             raw = load_glue(self.task, self.data_dir)
-            if self.validation_size is not None:  # first carve validation, then take the subset of the rest
+            if self.validation_size is not None:  # validation, then test, then the subset of the rest
                 raw = carve_validation(raw, self.task, self.validation_size, self.split_seed)
+            if self.test_size is not None:
+                raw = carve_test(raw, self.task, self.test_size, self.split_seed)
+            if "validation" not in raw:
+                raise UserError(
+                    f"task {self.task.name} has no validation set: give task.validation, or carve one from "
+                    "train with data.validation_size=0.1"
+                )
         if "train" in raw and self.train_subset and self.train_subset < len(raw["train"]):
             # the same examples for every run and seed, so that runs stay comparable
             raw["train"] = raw["train"].shuffle(seed=0).select(range(self.train_subset))
+        self.raw = raw
         tokenizer_hash = tokenizer_fingerprint(self.tokenizer)
         self.splits = {
             split: tokenize(dataset, self.task, self.tokenizer, self.max_length, tokenizer_hash)
@@ -418,7 +443,7 @@ class GlueDataModule(pl.LightningDataModule):
 
     def split_labelled(self, split: str) -> bool:
         self.setup()
-        return min(self.splits[split]["labels"]) >= 0
+        return self.task.all_labelled(self.splits[split]["labels"])
 
     def submission_splits(self) -> list[str]:
         """The sets a submission file is written for: GLUE's test sets (``predict*`` once validation was

@@ -128,6 +128,7 @@ class DataConf:
     # a count (a whole number) or a fraction in (0, 1); whether it leaves both sides non-empty is known
     # only once the training set is read (training/splits.py)
     validation_size: Optional[float] = ranged(None, POSITIVE)
+    test_size: Optional[float] = ranged(None, POSITIVE)  # the same, for a test split (no test file)
     split_seed: int = 0
 
 

@@ -4,8 +4,8 @@ A task says where its data lives (Hub config and splits, local GLUE folder, file
 what its labels are (class names, or a regression score), how a label string becomes a target, which
 metrics it reports (torchmetrics, plus metrics derived from them such as the mean of F1 and accuracy) and
 which one picks the best epoch, its loss, and how a prediction is written to its submission file(s). The
-module, the data and the report ask the task instead of assuming binary classification. Adding a task is one
-class here plus one yaml.
+module, the data and the report ask the task instead of assuming binary classification. Adding a GLUE-style
+task is one class here plus one yaml; a dataset of one's own is only a yaml (``file_task.FileTask``).
 
 Splits: every task has ``train``, ``validation`` and ``test``; a task with more evaluation sets (MNLI's
 mismatched ones, the diagnostic AX set) names them ``validation<suffix>`` / ``test<suffix>``, and the metrics
@@ -17,24 +17,41 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
 from torchmetrics import Metric, MetricCollection
-from torchmetrics.classification import BinaryF1Score, BinaryMatthewsCorrCoef, MulticlassAccuracy
+from torchmetrics.classification import (
+    BinaryF1Score,
+    BinaryMatthewsCorrCoef,
+    MulticlassAccuracy,
+    MulticlassF1Score,
+    MulticlassMatthewsCorrCoef,
+)
 from torchmetrics.regression import PearsonCorrCoef, SpearmanCorrCoef
 
 from peft_glue.errors import UserError
 
-UNLABELLED = -1  # the label of an example whose split has no labels (GLUE's test splits)
+if TYPE_CHECKING:
+    from datasets import Dataset, DatasetDict
+
+UNLABELLED = -1  # the label of an example whose split has no labels (GLUE's test splits); regression: NaN
 
 # torchmetrics metric by name, built for a task (each keeps states that torchmetrics syncs over DDP ranks;
 # Pearson and Spearman keep the full predictions/targets or their moments, so they stay exact too)
 METRICS: dict[str, Callable[[GlueTask], Metric]] = {
     "accuracy": lambda task: MulticlassAccuracy(num_classes=task.num_labels, average="micro"),
     "f1": lambda task: BinaryF1Score(),  # of class 1, as GLUE reports it for MRPC and QQP
-    "mcc": lambda task: BinaryMatthewsCorrCoef(),  # Matthews correlation, CoLA's metric
+    "f1_macro": lambda task: MulticlassF1Score(num_classes=task.num_labels, average="macro"),
+    "f1_micro": lambda task: MulticlassF1Score(num_classes=task.num_labels, average="micro"),
+    # Matthews correlation, CoLA's metric; its multi-class generalisation (Gorodkin's R_K) beyond 2 classes
+    "mcc": lambda task: (
+        BinaryMatthewsCorrCoef()
+        if task.num_labels == 2
+        else MulticlassMatthewsCorrCoef(num_classes=task.num_labels)
+    ),
     "pearson": lambda task: PearsonCorrCoef(),
     "spearman": lambda task: SpearmanCorrCoef(),
 }
@@ -113,6 +130,18 @@ class GlueTask:
         """Outputs of the model's head: one score for regression, else one logit per class."""
         return 1 if self.is_regression else len(self.label_names)
 
+    @property
+    def unlabelled(self) -> float | int:
+        """The target of an example without a label (a test file): -1, or NaN for a score (which may be
+        negative in a dataset of one's own)."""
+        return math.nan if self.is_regression else UNLABELLED
+
+    def all_labelled(self, targets: list[float] | list[int]) -> bool:
+        """Whether every target is a label (none is ``unlabelled``)."""
+        if self.is_regression:
+            return not any(math.isnan(target) for target in targets)
+        return min(targets, default=UNLABELLED) >= 0
+
     def parse_label(self, text: str) -> float | int:
         """A label as a file writes it (a class name or its index; a score) -> the training target.
         Raises ValueError with a message that says what was expected."""
@@ -130,6 +159,15 @@ class GlueTask:
             return int(text)
         *others, last = self.label_names
         raise ValueError(f"label {text!r} is not {', '.join(others)} or {last}")
+
+    def read_splits(self) -> DatasetDict | None:
+        """The task's own splits, for a task that names its files (``FileTask``); None: a GLUE task, read
+        from the GLUE layout or the Hub by ``data.py``."""
+        return None
+
+    def read_file(self, path: Path) -> Dataset | None:
+        """One file to predict (``predict input=``) as the task reads it; None: a GLUE TSV."""
+        return None
 
     def metric_collection(self) -> MetricCollection:
         return MetricCollection({name: METRICS[name](self) for name in self.metrics})
