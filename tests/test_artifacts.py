@@ -107,7 +107,7 @@ def test_checkpoint_of_another_method_is_refused(tiny_bert, tiny_glue, tmp_path)
     [["method=lora", "method.dropout=0.1"], ["method=ia3"]],
     ids=["lora", "ia3"],
 )
-@pytest.mark.slow  # 400 steps checkpointed every 3 (a minute or more); test_resume keeps a fast mid-epoch case
+@pytest.mark.slow  # 400 steps, a checkpoint every 3 (a minute or more); test_resume has a fast case
 def test_killed_run_resumes_to_the_same_metrics(tiny_bert, tmp_path, method):
     glue = write_tiny_glue(tmp_path / "glue", n_train=800)
     common = [
