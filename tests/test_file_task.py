@@ -4,6 +4,7 @@ trained a few steps, predicted and reported, its metrics recomputed from the pre
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import random
 from pathlib import Path
@@ -259,6 +260,8 @@ def test_report_and_model_cards_of_the_three_tasks(reviews, similar, rare, tmp_p
         )
         card = next(run.glob("*/README.md")).read_text()
         assert "a dataset of one's own" in card and "nyu-mll/glue" not in card and results.task in card
+        files = results.provenance.data  # the task's own files fingerprinted, not GLUE's
+        assert files and all(hashlib.sha256(Path(f).read_bytes()).hexdigest() == h for f, h in files.items())
 
 
 def test_class_weights_are_balanced_and_weight_the_loss(tmp_path):

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from peft_glue.record import Provenance, looks_local
+from peft_glue.training.file_task import FileTask
 from peft_glue.training.tasks import GlueTask
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
@@ -99,19 +100,30 @@ def hardware() -> dict[str, Any]:
 
 def data_fingerprint(task: GlueTask, data_dir: str | None) -> dict[str, str]:
     """Each local file of the task that exists (path below data_dir -> sha256), or the Hub dataset's
-    revision (``hub:<dataset>/<config>`` -> the commit that ``datasets`` resolved and cached)."""
+    revision (``hub:<dataset>/<config>`` -> the commit that ``datasets`` resolved and cached). A dataset of
+    one's own (``FileTask``): its own files, or its own Hub dataset."""
+    if isinstance(task, FileTask):
+        if task.hub and not looks_local(task.hub):
+            return hub_revision(task.hub, task.hub_config)
+        files = [Path(name) for name in (task.train, task.validation, task.test) if name]
+        return {str(path): sha256_of(path) for path in files if path.is_file()}
     if data_dir:
         root = Path(data_dir).expanduser()
         names = [f"{task.folder}/{name}" for name in task.local_files.values()]
         names += [name for names in task.optional_local_files.values() for name in names]
         return {name: sha256_of(root / name) for name in names if (root / name).is_file()}
+    return hub_revision(HUB_DATASET, task.hub_config)
+
+
+def hub_revision(dataset: str, config: str | None) -> dict[str, str]:
+    """``hub:<dataset>/<config>`` -> the dataset repository's commit that ``datasets`` resolved."""
     from datasets import load_dataset_builder
 
     try:  # the builder's hash is the dataset repository's commit (offline: the cached one)
-        revision = load_dataset_builder(HUB_DATASET, task.hub_config).hash
+        revision = load_dataset_builder(dataset, config).hash
     except Exception as error:  # noqa: BLE001 - a fingerprint that cannot be had is said, not fatal
         revision = f"unknown ({type(error).__name__})"
-    return {f"hub:{HUB_DATASET}/{task.hub_config}": str(revision)}
+    return {f"hub:{dataset}/{config}": str(revision)}
 
 
 def is_copy_of_hub_model(model_config: dict[str, Any], loaded: Any) -> bool:
