@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 from hydra.utils import get_class
 
+from peft_glue.errors import UserError
 from peft_glue.training.config_paths import CONFIG_DIR
 from peft_glue.training.schema import (
     CALLBACK_RANGES,
@@ -288,7 +289,10 @@ def task_keys(group: str, path: Path) -> list[Key]:
     source = read_yaml(path)
     keys = target_keys(group, source, source.values)
     cls = get_class(source.values["_target_"])
-    choices = ", ".join(cls().validation_metric_names)  # what `monitor` may name
+    try:
+        choices = ", ".join(cls().validation_metric_names)  # what `monitor` may name
+    except UserError:  # a dataset of one's own (task=file) has no metrics until its yaml names them
+        choices = "one of task.metrics or task.derived"
     return [dataclasses.replace(k, allowed=choices) if k.name == "task.monitor" else k for k in keys]
 
 
