@@ -83,8 +83,10 @@ class MethodInfo:
 class Splits:
     """Where validation and test came from, and how many examples each split held."""
 
-    validation_from: str | None = None  # "train" (carved) or "glue_dev"
-    test_from: str | None = None  # "glue_dev", "glue_test", or "train" (carved: data.test_size)
+    validation_from: str | None = None  # "train" (carved), "glue_dev" or "validation_file" (task=file)
+    test_from: str | None = (
+        None  # "glue_dev", "glue_test", "validation_file", "test_file" or "train" (carved)
+    )
     validation_size: int | float | None = None
     test_size: int | float | None = None
     split_seed: int | None = None

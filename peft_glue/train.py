@@ -125,7 +125,11 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
         val_history=history,
         best_checkpoint=restore_best(trainer, module),  # export, test and predict with the picked epoch
         splits=split_summary(
-            datamodule.splits, cfg.data.validation_size, cfg.data.split_seed, cfg.data.test_size
+            datamodule.splits,
+            cfg.data.validation_size,
+            cfg.data.split_seed,
+            cfg.data.test_size,
+            task.given_splits,
         ),
         train_seconds=round(throughput.seconds, 2),
         train_samples=throughput.samples,  # all ranks together

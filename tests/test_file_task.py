@@ -192,6 +192,7 @@ def test_three_class_csv_task_metrics_from_its_predictions(reviews, tmp_path):
     results = read_results(run)
     assert results.task_info.labels == ["bad", "great", "ok"]  # inferred from train, sorted
     assert results.splits.sizes == {"train": 48, "validation": 12, "test": 15}
+    assert (results.splits.validation_from, results.splits.test_from) == ("validation_file", "test_file")
     (data / "train.csv").rename(data / "moved.csv")  # the labels were inferred: the run's are kept
     try:
         written = predict(run, input_tsv=data / "test.csv", out_dir=tmp_path)
@@ -252,6 +253,7 @@ def test_imbalanced_binary_tsv_task_metrics_from_its_predictions(rare, tmp_path)
 def test_report_and_model_cards_of_the_three_tasks(reviews, similar, rare, tmp_path):
     runs = [reviews[1], similar[1], rare[1]]
     report = write_report(runs, tmp_path / "report", aso_iterations=0).read_text()
+    assert "in % on the test split (the task's test file)" in report
     for run, metric in zip(runs, ["f1_macro", "pearson", "f1_macro"], strict=True):
         results = read_results(run)
         value = (results.test or results.best)[metric]  # rare's test file is unlabelled: validation

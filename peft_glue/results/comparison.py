@@ -97,7 +97,7 @@ def comparison_section(
     for pick in pick_per_task(runs):
         task, monitor, picked = pick.task, pick.monitor, pick.picked
         where = (
-            "test split (GLUE dev; validation carved from train)"
+            f"test split ({test_source(runs, task)})"
             if pick.on_test
             else "validation split (no test split with labels: the values that picked the epoch and the "
             "rate, so they are optimistic)"
@@ -215,3 +215,18 @@ def pairs_table(pairs: list[Pair], monitor: str, level: int, aso_iterations: int
         "",
         markdown_table(pd.DataFrame(rows)),
     ]
+
+
+TEST_SOURCES = {
+    "glue_dev": "GLUE dev; validation carved from train",
+    "validation_file": "the task's validation file; validation carved from train",
+    "test_file": "the task's test file",
+    "train": "carved from train, data.test_size",
+}
+
+
+def test_source(runs: pd.DataFrame, task: str) -> str:
+    """Where a task's runs took their test split from, in words (results.json's ``splits.test_from``)."""
+    column = runs.loc[runs["task"] == task, "splits.test_from"] if "splits.test_from" in runs else None
+    sources = [] if column is None else list(column.dropna().unique())
+    return TEST_SOURCES.get(sources[0], str(sources[0])) if len(sources) == 1 else TEST_SOURCES["glue_dev"]

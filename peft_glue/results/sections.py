@@ -35,8 +35,9 @@ def header(runs: pd.DataFrame, tabled: pd.DataFrame, paths: Sequence[Path], sett
         "",
         "Validation metrics in %, as mean ± sample std over runs that differ only by seed, with n "
         "the number of runs. *best*: the epoch with the best value of the task's monitored metric "
-        f"({monitors(runs)}); *last*: the final epoch; *test*: the test split (GLUE dev when validation was "
-        "carved from train), scored once with the best epoch's checkpoint. Train samples/s and peak memory "
+        f"({monitors(runs)}); *last*: the final epoch; *test*: the test split (for a GLUE task, GLUE dev "
+        "when validation was carved from train), scored once with the best epoch's checkpoint. Train "
+        "samples/s and peak memory "
         "(the process's peak resident memory, or the GPU's peak allocation): mean over the seeds.",
     ]
     shared = [

@@ -29,7 +29,7 @@ import logging
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Value, load_dataset
@@ -59,6 +59,7 @@ MAX_INFERRED_LABELS = 100  # more distinct labels than this in train: a score, n
 class FileTask(GlueTask):
     """A text-classification or regression task whose files, columns, labels and metrics are its fields."""
 
+    given_splits: ClassVar[tuple[str, str]] = ("validation_file", "test_file")
     name: str = "custom"
     train: str | None = None  # a file, or the Hub dataset's split
     validation: str | None = None

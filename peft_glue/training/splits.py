@@ -101,14 +101,18 @@ def split_summary(
     validation_size: int | float | None,
     split_seed: int,
     test_size: int | float | None = None,
+    given: tuple[str, str] = ("glue_dev", "glue_test"),
 ) -> dict:
-    """What results.json says about the splits: where validation and test come from, and their sizes."""
+    """What results.json says about the splits: where validation and test come from, and their sizes.
+    ``given``: what the task's own validation and test splits are (GLUE's dev and test sets, or the files of
+    a dataset of one's own)."""
     carved = validation_size is not None
-    test_from = "train" if test_size is not None else "glue_dev" if carved else "glue_test"
+    given_dev, given_test = given
+    test_from = "train" if test_size is not None else given_dev if carved else given_test
     if not any(name.startswith(("test", "predict")) for name in splits):  # a dataset without a test set
         test_from = None
     return {
-        "validation_from": "train" if carved else "glue_dev",
+        "validation_from": "train" if carved else given_dev,
         "test_from": test_from,
         "validation_size": validation_size,
         "test_size": test_size,

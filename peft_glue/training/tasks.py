@@ -76,6 +76,7 @@ class GlueTask:
     derived: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     # the GLUE table's column(s) of this task: title -> metric; the task's GLUE score is their mean
     glue_columns: ClassVar[Mapping[str, str]] = {}
+    given_splits: ClassVar[tuple[str, str]] = ("glue_dev", "glue_test")  # what results.json calls them
     index_column: ClassVar[str] = "index"  # local TSV column of the example id (submissions key on it)
     # the columns of local files without a header row (CoLA's train and dev); None: every file has one
     headerless_columns: ClassVar[tuple[str, ...] | None] = None
