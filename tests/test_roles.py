@@ -488,13 +488,15 @@ def test_decoder_options_map_roles_to_their_projections(option):
     assert resolve(model, ["query", "value"], "method.target_modules").names == ["q_proj", "v_proj"]
 
 
-def exported_logits(method_name: str, base_folder: Path, run: Path, glue: Path) -> torch.Tensor:
-    """The SST-2 test set's logits of a run's export, loaded by the library that owns its format: peft's
-    ``PeftModel.from_pretrained``, transformers' ``from_pretrained`` (full), ``apply_bitfit``."""
+def exported_logits(method_name: str, base_folder: Path, run: Path, glue: Path) -> tuple[torch.Tensor, ...]:
+    """The SST-2 test set's logits of the base model and of a run's export, loaded by the library that
+    owns its format: peft's ``PeftModel.from_pretrained``, transformers' ``from_pretrained`` (full),
+    ``apply_bitfit``."""
     tokenizer = AutoTokenizer.from_pretrained(base_folder)
     lines = (glue / "SST-2" / "test.tsv").read_text().splitlines()[1:]
     encoded = tokenizer([line.split("\t", 1)[1] for line in lines], padding=True, return_tensors="pt")
     export_dir = build_method(method_name).export_dir
+    base = AutoModelForSequenceClassification.from_pretrained(base_folder, num_labels=2)
     if export_dir == MODEL_DIR:
         model = AutoModelForSequenceClassification.from_pretrained(run / MODEL_DIR)
     else:
@@ -505,7 +507,7 @@ def exported_logits(method_name: str, base_folder: Path, run: Path, glue: Path) 
             model = PeftModel.from_pretrained(accept_past_key_values(model), run / ADAPTER_DIR)
     inputs = {k: encoded[k] for k in GlueClassifier(model, MRPC(), lr=1e-3).model_inputs if k in encoded}
     with torch.no_grad():
-        return model.eval()(**inputs).logits
+        return base.eval()(**inputs).logits, model.eval()(**inputs).logits
 
 
 @pytest.mark.slow
@@ -528,7 +530,8 @@ def test_every_method_exports_what_its_loader_reloads_on_every_family(
             train_in_process(overrides, tmp_path)
         return
     train_in_process(overrides, tmp_path)
-    logits = exported_logits(method_name, family_folders[family], tmp_path, small_glue)
+    untrained, logits = exported_logits(method_name, family_folders[family], tmp_path, small_glue)
+    assert not torch.allclose(untrained, logits)  # what training changed is in the reloaded model
     assert logits.argmax(-1).tolist() == submitted(tmp_path / "SST-2.tsv")
 
 
