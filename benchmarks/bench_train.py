@@ -1,7 +1,8 @@
 """Training throughput of peft_glue against a plain transformers.Trainer + peft baseline.
 
-Every variant trains the same model (all-MiniLM-L6-v2), with the same method, batch size, seed and the same
-N training examples, for one epoch, without evaluation or checkpoints:
+Every variant trains the same model (all-MiniLM-L6-v2, or --model: another conf/model option, a model folder,
+or a family name such as roberta, built randomly initialised at MiniLM's size), with the same method, batch
+size, seed and the same N training examples, for one epoch, without evaluation or checkpoints:
 
   (a) framework        python -m peft_glue.train (Lightning + Hydra), per-batch padding, length grouping
   (b) hf_padded        transformers.Trainer, every example padded to 128 tokens (run_glue.py's default), fp32
@@ -15,6 +16,7 @@ warms caches for the next; variants are interleaved within each repeat so machin
 See benchmarks/README.md.
 
 .venv/bin/python -m benchmarks.bench_train --task sst2 --method lora
+.venv/bin/python -m benchmarks.bench_train --task sst2 --method lora --model roberta --variants a c c2
 """
 
 from __future__ import annotations
@@ -37,10 +39,11 @@ from omegaconf import DictConfig
 from benchmarks.flops import FlopModel, matmul_peak
 from benchmarks.glue_slice import framework_epoch, load_slice, token_fingerprint, token_ids
 from benchmarks.hf_baseline import train_baseline
-from benchmarks.hydra_config import Hyperparameters, compose_config, override_value
+from benchmarks.hydra_config import Hyperparameters, compose_config, config_options, override_value
 from benchmarks.machine import machine_info
 from benchmarks.options import REPO_ROOT, add_training_options
 from benchmarks.report import compile_break_even, ratios, summarise, write_report
+from benchmarks.tiny_families import FAMILIES, MINILM_SIZE, write_tiny_family
 from benchmarks.variants import VARIANTS, parse_variants
 
 MODULE = "benchmarks.bench_train"  # run as `python -m benchmarks.bench_train`, workers too
@@ -59,7 +62,7 @@ def benchmark_overrides(args: argparse.Namespace, variant: tuple[str, ...] = ())
     own_precision = any(override.startswith("trainer.precision=") for override in variant)
     precision = [f"trainer.precision={args.precision}"] if args.precision and not own_precision else []
     return [
-        "model=minilm",
+        *model_overrides(args.model),
         f"task={args.task}",
         f"method={args.method}",
         f"data.batch_size={args.batch_size}",
@@ -78,6 +81,14 @@ def benchmark_overrides(args: argparse.Namespace, variant: tuple[str, ...] = ())
         f"seed={args.seed}",
         *variant,
     ]
+
+
+def model_overrides(model: str) -> list[str]:
+    """A conf/model option (``minilm``), or a model folder: loaded as a pretrained one (minilm's yaml holds
+    no architecture of its own, so nothing else of it applies)."""
+    if model in config_options("model"):
+        return [f"model={model}"]
+    return ["model=minilm", f"model.name_or_path={override_value(model)}"]
 
 
 def benchmark_config(args: argparse.Namespace) -> DictConfig:
@@ -170,6 +181,7 @@ def last_train_loss(run_dir: Path) -> float | None:
 def worker_command(args: argparse.Namespace, worker: str) -> list[str]:
     command = [sys.executable, "-m", MODULE, "--worker", worker]
     command += ["--task", args.task, "--method", args.method, "--examples", str(args.examples)]
+    command += ["--model", args.model]
     command += ["--padded-examples", str(args.padded_examples), "--batch-size", str(args.batch_size)]
     command += ["--seed", str(args.seed), "--glue-dir", str(args.glue_dir)]
     if args.precision:
@@ -268,7 +280,7 @@ def orchestrate(args: argparse.Namespace) -> int:
         "config": {
             "task": args.task,
             "method": args.method,
-            "model": "minilm",
+            "model": args.model_name,
             "model_path": path,
             "examples": args.examples,
             "padded_examples": args.padded_examples,
@@ -353,6 +365,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--peak-size", type=int, default=None, help="matmul size for the peak (2048; GPU 8192)"
     )
+    parser.add_argument(
+        "--model",
+        default="minilm",
+        help="a conf/model option (default minilm, the pretrained model here), a model folder, or a family "
+        f"({', '.join(FAMILIES)}): randomly initialised at MiniLM's size (6 layers, hidden 384, 12 heads, "
+        "intermediate 1536) with its family's tokenizer trained on the task's training sentences",
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
@@ -368,9 +387,34 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     train_file = args.glue_dir / instantiate(compose_config([f"task={args.task}"]).task).folder / "train.tsv"
     if not train_file.is_file():
         parser.error(f"{train_file} not found; pass --glue-dir or set GLUE_DIR")
+    if args.model not in (*config_options("model"), *FAMILIES) and not Path(args.model).is_dir():
+        families = ", ".join(FAMILIES)
+        parser.error(f"--model {args.model}: not a conf/model option, a family ({families}) or a folder")
+    args.model_name = args.model
     if args.out is None:
-        args.out = REPO_ROOT / "benchmarks" / "results" / f"{args.task}_{args.method}.json"
+        suffix = "" if args.model == "minilm" else f"_{Path(args.model).name}"
+        args.out = REPO_ROOT / "benchmarks" / "results" / f"{args.task}_{args.method}{suffix}.json"
     return args
+
+
+def build_family(args: argparse.Namespace, folder: Path) -> Path:
+    """``--model <family>``: that family at MiniLM's size, randomly initialised (the Hub is out of reach), its
+    tokenizer trained on the task's whole training split (BERT's vocabulary size), so sentences split into
+    about as many tokens as with a pretrained vocabulary; seeded, so every worker loads the same model."""
+    import torch
+
+    task = instantiate(compose_config([f"task={args.task}"]).task)
+    texts = load_slice(args.glue_dir, task, examples=sys.maxsize).texts
+    torch.manual_seed(args.seed)
+    log(f"building {args.model} at MiniLM's size in {folder}")
+    return write_tiny_family(
+        args.model,
+        folder,
+        size=MINILM_SIZE,
+        positions=512,
+        corpus=(text for column in texts for text in column),
+        vocab_size=30522,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -378,7 +422,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.worker:
         run_worker(args)
         return 0
-    return orchestrate(args)
+    if args.model not in FAMILIES:
+        return orchestrate(args)
+    with tempfile.TemporaryDirectory(prefix=f"bench_{args.model}_") as folder:
+        args.model_name = f"{args.model}, random init at MiniLM's size"
+        args.model = str(build_family(args, Path(folder)))
+        return orchestrate(args)
 
 
 if __name__ == "__main__":

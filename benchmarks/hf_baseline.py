@@ -18,6 +18,8 @@ def build_baseline_model(path: str, method: str, num_labels: int, lora: dict[str
     from peft import LoraConfig, TaskType, get_peft_model
     from transformers import AutoModelForSequenceClassification
 
+    from peft_glue.training.roles import resolve
+
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels)
     if method == "lora":
         assert lora is not None
@@ -26,7 +28,8 @@ def build_baseline_model(path: str, method: str, num_labels: int, lora: dict[str
             r=lora["r"],
             lora_alpha=lora["alpha"],
             lora_dropout=lora["dropout"],
-            target_modules=lora["target_modules"],
+            # the config's roles (query, value, ...) as this family's module names, as the framework does
+            target_modules=resolve(model, lora["target_modules"], "target_modules").names,
         )
         return get_peft_model(model, config)
     if method == "bitfit":

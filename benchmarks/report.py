@@ -138,8 +138,8 @@ def markdown(report: dict) -> str:
         data["framework_matches"]
     ]
     lines = [
-        f"# Training throughput: {cfg['task']}, {cfg['method']} (minilm, batch {cfg['batch_size']}, "
-        f"seed {cfg['seed']}, 1 epoch)",
+        f"# Training throughput: {cfg['task']}, {cfg['method']} ({cfg.get('model', 'minilm')}, "
+        f"batch {cfg['batch_size']}, seed {cfg['seed']}, 1 epoch)",
         "",
         f"- Command: `{report['command']}`",
         f"- Date: {report['started']}",

@@ -6,26 +6,32 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from peft import PeftModel
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from safetensors.torch import load_file
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from benchmarks.compat_matrix import README, matrix_markdown, method_names, readme_block
-from benchmarks.tiny_families import FAMILIES, POSITIONS, tiny_model, write_tiny_family
+from benchmarks.tiny_families import DECODERS, FAMILIES, POSITIONS, tiny_model, write_tiny_family
 from peft_glue.errors import UserError
-from peft_glue.record import RunRecord
+from peft_glue.predict import predict
+from peft_glue.record import ADAPTER_DIR, BITFIT_DIR, MODEL_DIR, SAVED_CONFIG, RunRecord
+from peft_glue.report import write_report
+from peft_glue.results.runs import read_metrics
 from peft_glue.train import train
 from peft_glue.training.config_paths import CONFIG_DIR
 from peft_glue.training.data import MODEL_INPUTS, tokenizer_fingerprint
-from peft_glue.training.methods import Method, is_head_parameter
-from peft_glue.training.models import accepted_inputs, check_max_length, position_limit
+from peft_glue.training.methods import Method, accept_past_key_values, apply_bitfit, is_head_parameter
+from peft_glue.training.models import accepted_inputs, check_max_length, ensure_padding, position_limit
 from peft_glue.training.module import GlueClassifier
-from peft_glue.training.roles import role_modules
+from peft_glue.training.roles import resolve, role_modules
 from peft_glue.training.tasks import MRPC
 
 from .conftest import compose_cfg, run_cli, write_tiny_glue
@@ -110,8 +116,10 @@ def family_batch(folder: Path) -> tuple[dict, torch.Tensor]:
     tokenizer = AutoTokenizer.from_pretrained(folder)
     first = ["the film is good", "a bad movie", "it was quite lovely", "the plot is dull and grim"]
     second = ["a great story", "the film was awful", "a happy film", "very sad"]
+    model = AutoModelForSequenceClassification.from_pretrained(folder)
+    ensure_padding(tokenizer, model)  # a decoder's missing padding token: its end-of-sequence token
     encoded = tokenizer(first, second, padding=True, return_tensors="pt")
-    taken = accepted_inputs(AutoModelForSequenceClassification.from_pretrained(folder), MODEL_INPUTS)
+    taken = accepted_inputs(model, MODEL_INPUTS)
     return {k: encoded[k] for k in taken if k in encoded}, torch.tensor([1, 1, 1, 0])
 
 
@@ -134,7 +142,9 @@ def train_a_few_steps(method: Method, folder: Path, steps: int = 8) -> tuple[flo
     """The loss (dropout off) before and after ``steps`` AdamW steps of the method on one batch, and the
     method's own tensors that did not change."""
     torch.manual_seed(0)
-    model = method.apply(AutoModelForSequenceClassification.from_pretrained(folder, num_labels=2))
+    base = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=2)
+    ensure_padding(AutoTokenizer.from_pretrained(folder), base)
+    model = method.apply(base)
     inputs, labels = family_batch(folder)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = method.configure_optimizer(model, [{"params": trainable}], lr=1e-3, weight_decay=0.0)
@@ -289,14 +299,257 @@ def test_lora_export_of_deberta_reloads_with_peft(family_folders, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", [f for f in FAMILIES if f != "deberta-v2"])
-def test_lora_export_of_every_family_reloads_with_peft(family, family_folders, tmp_path):
-    run_and_reload(family, family_folders[family], tmp_path, "lora")
-
-
-@pytest.mark.slow
 def test_readme_compat_matrix_is_current():
     """Regenerate `python -m benchmarks.compat_matrix`; refresh with its --write when this fails."""
     table = matrix_markdown()
     assert "fails" not in table, table
     assert readme_block(README.read_text()) == table
+
+
+# ------------------------------------------------------------------ a LoRA run of every family, and decoders
+MODELS = [*FAMILIES, *DECODERS]  # the encoder families and the decoders as sequence classifiers
+# three runs per case for resume, one for predict: the default tier keeps one decoder, the slow tier has all
+FAST_MODEL = "llama"
+
+
+def slow_but(*fast: str) -> list:
+    return [m if m in fast else pytest.param(m, marks=pytest.mark.slow) for m in MODELS]
+
+
+# a decoder's own names for the roles (Llama's and Qwen2's alike)
+DECODER_NAMES = {
+    "query": "self_attn.q_proj",
+    "key": "self_attn.k_proj",
+    "value": "self_attn.v_proj",
+    "attention_output": "self_attn.o_proj",
+    "ffn_out": "mlp.down_proj",
+}
+
+
+@pytest.fixture(scope="session")
+def model_folders(family_folders, tmp_path_factory) -> dict[str, Path]:
+    """The family folders and a tiny Llama and Qwen2 (no padding token in either config)."""
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("decoders")
+    return {**family_folders, **{d: write_tiny_family(d, root / d) for d in DECODERS}}
+
+
+@pytest.fixture(scope="module")
+def small_glue(tmp_path_factory) -> Path:
+    return write_tiny_glue(tmp_path_factory.mktemp("glue"), n_train=16, n_dev=8, n_test=8)
+
+
+def lora_overrides(folder: Path, glue: Path) -> list[str]:
+    """LoRA with dropout (the random generators matter), merged at the end, the loss logged at every step, a
+    checkpoint every 3 steps; 4 steps per epoch, 2 epochs."""
+    return [
+        f"model.name_or_path={folder}", f"data.data_dir={glue}", "task=sst2", "method=lora",
+        "method.target_modules=[query,value]", "method.dropout=0.1", "optimizer.lr=1e-2", "seed=11",
+        "merge=true", "data.max_length=64", "data.batch_size=4", "trainer.max_epochs=2",
+        "trainer.log_every_n_steps=1", "checkpoint.every_n_train_steps=3",
+        "trainer.enable_progress_bar=false",
+    ]  # fmt: skip
+
+
+def train_in_process(overrides: list[str], folder: Path) -> RunRecord:
+    """`python -m peft_glue.train <overrides>` in this process, the config saved where Hydra saves it."""
+    cfg = compose_cfg(overrides, folder)
+    (folder / SAVED_CONFIG).parent.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save({k: v for k, v in cfg.items() if k != "hydra"}, folder / SAVED_CONFIG)
+    record = RunRecord(folder)
+    train(cfg, record)
+    return record
+
+
+@pytest.fixture(scope="module")
+def lora_run(model_folders, small_glue, tmp_path_factory) -> Callable[[str], Path]:
+    """Each family's LoRA run folder, trained on first use."""
+    runs: dict[str, Path] = {}
+
+    def run(family: str) -> Path:
+        if family not in runs:
+            runs[family] = tmp_path_factory.mktemp(f"lora-{family}")
+            train_in_process(lora_overrides(model_folders[family], small_glue), runs[family])
+        return runs[family]
+
+    return run
+
+
+def step_losses(folder: Path) -> list[tuple[int, float]]:
+    metrics = read_metrics(folder).dropna(subset=["train/loss"])
+    return list(zip(metrics["step"].astype(int), metrics["train/loss"], strict=True))
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", MODELS)
+def test_lora_resumes_exactly_on_every_family(
+    family, lora_run, model_folders, small_glue, tmp_path, monkeypatch
+):
+    """Interrupted at step 7 (the last checkpoint is step 6), resumed: the same adapter, tensor for tensor,
+    and the same loss at every step as the uninterrupted run."""
+    reference, overrides = lora_run(family), lora_overrides(model_folders[family], small_glue)
+    original = GlueClassifier.training_step
+
+    def crash_at_step_7(self, batch, batch_idx):
+        if self.global_step == 7:
+            raise Interrupted
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(GlueClassifier, "training_step", crash_at_step_7)
+    with pytest.raises(Interrupted):
+        train_in_process(overrides, tmp_path)
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
+    monkeypatch.setattr(GlueClassifier, "training_step", original)
+    assert train_in_process([*overrides, "resume=auto"], tmp_path).results.resumed_from.endswith("last.ckpt")
+
+    ours, theirs = (
+        load_file(folder / "adapter" / "adapter_model.safetensors") for folder in (tmp_path, reference)
+    )
+    assert ours.keys() == theirs.keys() and any("lora_B" in key for key in ours)
+    assert [key for key in ours if not torch.equal(ours[key], theirs[key])] == []
+    losses = step_losses(tmp_path)
+    assert [step for step, _ in losses] == list(range(8)) and losses == step_losses(reference)
+
+
+def submitted(file: Path) -> list[int]:
+    return [int(line.split("\t")[1]) for line in file.read_text().splitlines()[1:]]
+
+
+def reloaded_logits(base_folder: Path, run: Path, glue: Path) -> tuple[torch.Tensor, ...]:
+    """The SST-2 test set's logits of the base model, of the run's adapter on it (peft's loader) and of its
+    merged model (transformers'), tokenized by the tokenizer the run exported (a decoder's padding token)."""
+    tokenizer = AutoTokenizer.from_pretrained(run / "merged")
+    lines = (glue / "SST-2" / "test.tsv").read_text().splitlines()[1:]
+    encoded = tokenizer([line.split("\t", 1)[1] for line in lines], padding=True, return_tensors="pt")
+
+    def base() -> torch.nn.Module:
+        return AutoModelForSequenceClassification.from_pretrained(
+            base_folder, num_labels=2, pad_token_id=tokenizer.pad_token_id
+        )
+
+    adapter = PeftModel.from_pretrained(base(), run / "adapter")
+    merged = AutoModelForSequenceClassification.from_pretrained(run / "merged")
+    inputs = {k: encoded[k] for k in accepted_inputs(merged, MODEL_INPUTS) if k in encoded}
+    with torch.no_grad():
+        return tuple(model.eval()(**inputs).logits for model in (base(), adapter, merged))
+
+
+@pytest.mark.parametrize("family", slow_but(FAST_MODEL))
+def test_lora_run_of_every_family_predicts_and_reloads(family, lora_run, model_folders, small_glue, tmp_path):
+    """`predict` rebuilds the run and writes the submission the run wrote; peft's and transformers' own
+    loaders reload the adapter and the merged model (merge=true) with the same predictions."""
+    run = lora_run(family)
+    [written] = predict(run, out_dir=tmp_path)
+    assert written.name == "SST-2.tsv" and submitted(written) == submitted(run / "SST-2.tsv")
+    untrained, adapter, merged = reloaded_logits(model_folders[family], run, small_glue)
+    assert not torch.allclose(untrained, adapter)  # the adapter is in the reloaded model
+    assert torch.allclose(adapter, merged, atol=1e-5)
+    assert adapter.argmax(-1).tolist() == submitted(written)
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_roles_of_a_decoder_are_its_own_projections(decoder):
+    found = role_modules(tiny_model(decoder))
+    for role, own in DECODER_NAMES.items():
+        assert [name.removesuffix("." + own) for name in found[role]] == [
+            f"model.layers.{i}" for i in range(2)
+        ]
+    assert {name.rsplit(".", 1)[1] for name in found["ffn_in"]} == {"gate_proj", "up_proj"}
+    assert len(found["layernorm"]) == 2 * 2 + 1  # RMSNorm before attention and MLP, and the final one
+    assert not any(name.startswith("score") for name in found["linear"])  # the head is no role's place
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_lora_trains_a_decoder_classifier_without_a_padding_token(decoder, model_folders):
+    assert AutoTokenizer.from_pretrained(model_folders[decoder]).pad_token is None or decoder == "qwen2"
+    assert (
+        AutoModelForSequenceClassification.from_pretrained(model_folders[decoder]).config.pad_token_id is None
+    )
+    check_trains_or_refuses("lora", decoder, model_folders[decoder])
+
+
+@pytest.mark.parametrize("option", ["qwen2_5_0_5b", "smollm2_135m"])
+def test_decoder_options_map_roles_to_their_projections(option):
+    """The conf/model options' architectures (built on the meta device: no memory, no weights): LoRA's
+    query and value roles become q_proj and v_proj of every layer."""
+    architecture = OmegaConf.to_container(
+        OmegaConf.load(CONFIG_DIR / "model" / f"{option}.yaml").architecture
+    )
+    with torch.device("meta"):
+        model = AutoModelForSequenceClassification.from_config(
+            AutoConfig.for_model(**architecture, num_labels=2)
+        )
+    found = role_modules(model)
+    assert len(found["query"]) == architecture["num_hidden_layers"]
+    assert resolve(model, ["query", "value"], "method.target_modules").names == ["q_proj", "v_proj"]
+
+
+def exported_logits(method_name: str, base_folder: Path, run: Path, glue: Path) -> tuple[torch.Tensor, ...]:
+    """The SST-2 test set's logits of the base model and of a run's export, loaded by the library that
+    owns its format: peft's ``PeftModel.from_pretrained``, transformers' ``from_pretrained`` (full),
+    ``apply_bitfit``."""
+    tokenizer = AutoTokenizer.from_pretrained(base_folder)
+    lines = (glue / "SST-2" / "test.tsv").read_text().splitlines()[1:]
+    encoded = tokenizer([line.split("\t", 1)[1] for line in lines], padding=True, return_tensors="pt")
+    export_dir = build_method(method_name).export_dir
+    base = AutoModelForSequenceClassification.from_pretrained(base_folder, num_labels=2)
+    if export_dir == MODEL_DIR:
+        model = AutoModelForSequenceClassification.from_pretrained(run / MODEL_DIR)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(base_folder, num_labels=2)
+        if export_dir == BITFIT_DIR:
+            model = apply_bitfit(model, run / BITFIT_DIR)
+        else:  # prefix tuning: transformers 5 renamed the cache argument peft hands the prefix to (README)
+            model = PeftModel.from_pretrained(accept_past_key_values(model), run / ADAPTER_DIR)
+    inputs = {k: encoded[k] for k in GlueClassifier(model, MRPC(), lr=1e-3).model_inputs if k in encoded}
+    with torch.no_grad():
+        return base.eval()(**inputs).logits, model.eval()(**inputs).logits
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("method_name", method_names())
+def test_every_method_exports_what_its_loader_reloads_on_every_family(
+    method_name, family, family_folders, small_glue, tmp_path
+):
+    """A run of each method on each family (or its one-line refusal): the export, reloaded with its
+    library's loader, predicts the test set as the run's submission file says."""
+    overrides = [
+        f"model.name_or_path={family_folders[family]}", f"data.data_dir={small_glue}", "task=sst2",
+        f"method={method_name}", "data.max_length=64", "data.batch_size=4", "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        # fp32 on every machine: under bf16-mixed DeBERTa-v2 overflows with LoHa, LoKr, OFT, VeRA, FourierFT
+        "trainer.precision=32-true",
+    ]  # fmt: skip
+    if (method_name, family) in REFUSED:
+        with pytest.raises(UserError, match=f"method={method_name} cannot run on {family}: "):
+            train_in_process(overrides, tmp_path)
+        return
+    train_in_process(overrides, tmp_path)
+    untrained, logits = exported_logits(method_name, family_folders[family], tmp_path, small_glue)
+    assert not torch.allclose(untrained, logits)  # what training changed is in the reloaded model
+    assert logits.argmax(-1).tolist() == submitted(tmp_path / "SST-2.tsv")
+
+
+@pytest.mark.slow
+def test_report_lists_each_familys_run(model_folders, small_glue, tmp_path):
+    """`report` over LoRA runs of an encoder and a decoder: each run's row names its checkpoint and holds
+    the metrics and adapted modules of its results.json."""
+    runs = {}
+    for family in ("deberta-v2", FAST_MODEL):
+        runs[family] = tmp_path / family
+        overrides = lora_overrides(model_folders[family], small_glue)
+        result = run_cli(*overrides, "trainer.max_epochs=1", f"hydra.run.dir={runs[family]}", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-2000:]
+    write_report(list(runs.values()), tmp_path / "report", aso_iterations=0)
+    table = pd.read_csv(tmp_path / "report" / "results.csv")
+    assert sorted(table["model_name_or_path"]) == sorted(str(model_folders[family]) for family in runs)
+    for family, run in runs.items():
+        row = table[table["model_name_or_path"] == str(model_folders[family])].iloc[0]
+        results = json.loads((run / "results.json").read_text())
+        assert row["val.best.accuracy"] == pytest.approx(results["val"]["best"]["accuracy"])
+        assert json.loads(row["adapted_modules"]) == results["adapted_modules"]

@@ -14,7 +14,7 @@ from transformers import PreTrainedTokenizerBase
 from peft_glue.errors import UserError
 from peft_glue.training.config import build
 from peft_glue.training.methods import Method
-from peft_glue.training.models import load_model, load_tokenizer, name_labels
+from peft_glue.training.models import ensure_padding, load_model, load_tokenizer, name_labels
 from peft_glue.training.tasks import GlueTask
 
 
@@ -27,8 +27,11 @@ class Components:
 
     @cached_property
     def tokenizer(self) -> PreTrainedTokenizerBase:
-        """Loaded on first use: a dry run never needs it (and may have no tokenizer offline)."""
-        return load_tokenizer(self.model_config["name_or_path"], self.model_config["trust_remote_code"])
+        """Loaded on first use: a dry run never needs it (and may have no tokenizer offline). A decoder's
+        missing padding token becomes its end-of-sequence token, in the model's config too."""
+        tokenizer = load_tokenizer(self.model_config["name_or_path"], self.model_config["trust_remote_code"])
+        ensure_padding(tokenizer, self.model)
+        return tokenizer
 
 
 def assemble(cfg: DictConfig, trained_weights: Path | None = None) -> Components:

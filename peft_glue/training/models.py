@@ -107,6 +107,25 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> PreTra
     )
 
 
+def ensure_padding(tokenizer: PreTrainedTokenizerBase, model: nn.Module) -> None:
+    """Batches need a padding token, and a decoder classifier (Llama, Qwen2) pools the last token that is not
+    its config's ``pad_token_id``; decoder checkpoints often have none: the end-of-sequence token pads, for
+    both (transformers' recommendation). Padding goes on the right, so that a sentence's positions (counted
+    from the first token by a decoder) are the same whatever batch it is in."""
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise UserError(
+                f"the tokenizer of {tokenizer.name_or_path} has neither a padding nor an end-of-sequence "
+                "token; give a model whose tokenizer has one"
+            )
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(inner, "config", None)
+    if config is not None and getattr(config, "pad_token_id", 0) is None:
+        config.pad_token_id = tokenizer.pad_token_id
+
+
 def parameter_summary(model: Any) -> dict:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
