@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -232,13 +233,21 @@ class RunResults:
             return self.provenance.base_model["hub_id"]
         return self.model_name_or_path if is_hub_id(self.model_name_or_path) else None
 
+    @property
+    def model_label(self) -> str | None:
+        """The model option, or, where ``model.name_or_path=`` replaced its checkpoint, that checkpoint's last
+        path part: two families run under one option are two models in a report."""
+        given = next((o.split("=", 1)[1] for o in self.overrides if o.startswith("model.name_or_path=")), "")
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(given.strip("'\"").rstrip("/")).name)
+        return name or self.model
+
     def identity(self) -> dict[str, Any]:
         """What makes two runs the same configuration: every identity field except the seed. The learning
         rate is one field (``lr``), wherever an older record kept it."""
         method = {key: value for key, value in self.method.items() if key != "lr"}
         return {
             "task": self.task,
-            "model": self.model,
+            "model": self.model_label,
             "method": method,
             "lr": self.learning_rate,
             "batch_size": self.batch_size,

@@ -90,6 +90,7 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
     task, method, model = parts.task, parts.method, parts.model
     if cfg.merge:
         method.check_mergeable()
+    method.check_precision(model, str(cfg.trainer.precision))
     if cfg.cpu_dropout:
         use_cpu_dropout(model)
     check_max_length(model, cfg.data.max_length)

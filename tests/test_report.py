@@ -318,3 +318,13 @@ def test_a_report_remade_from_its_results_csv_has_the_same_tables(sweep, tmp_pat
     columns = pd.read_csv(tmp_path / "first" / "results.csv").columns
     remade_csv = pd.read_csv(again.parent / "results.csv")
     pd.testing.assert_frame_equal(remade_csv[columns], pd.read_csv(tmp_path / "first" / "results.csv"))
+
+
+def test_two_checkpoints_run_under_one_model_option_are_two_models(tmp_path):
+    """``model.name_or_path=`` replaces the option's checkpoint: the report tells them apart by its name."""
+    write_run(tmp_path, "a", overrides=["method=lora", "model.name_or_path=/tmp/families/tiny_roberta/"])
+    write_run(tmp_path, "b", overrides=["method=lora", "model.name_or_path='/tmp/families/tiny deberta'"])
+    write_run(tmp_path, "c", overrides=["method=lora"])
+    runs = load_runs([tmp_path])
+    assert sorted(runs["model"]) == ["minilm", "tiny_deberta", "tiny_roberta"]
+    assert runs["config"].nunique() == 3

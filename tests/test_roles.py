@@ -553,3 +553,17 @@ def test_report_lists_each_familys_run(model_folders, small_glue, tmp_path):
         results = json.loads((run / "results.json").read_text())
         assert row["val.best.accuracy"] == pytest.approx(results["val"]["best"]["accuracy"])
         assert json.loads(row["adapted_modules"]) == results["adapted_modules"]
+
+
+@pytest.mark.parametrize("name", ["loha", "lokr", "oft", "vera", "fourierft"])
+def test_methods_that_overflow_deberta_in_bf16_are_refused_in_one_line(name):
+    """These peft layers stop transformers' DeBERTa-v2 attention under bf16 autocast (an overflow deep in
+    its attention): a one-line refusal naming the fix, before anything trains; fp32 and LoRA still run."""
+    method = build_method(name)
+    model = tiny_model("deberta-v2")
+    refusal = f"method={name} cannot run on deberta-v2: .*; use trainer.precision=32-true"
+    with pytest.raises(UserError, match=refusal):
+        method.check_precision(model, "bf16-mixed")
+    method.check_precision(model, "32-true")
+    build_method("lora").check_precision(model, "bf16-mixed")
+    method.check_precision(tiny_model("roberta"), "bf16-mixed")

@@ -145,6 +145,7 @@ def record_row(results: RunResults, run_dir: Path) -> dict[str, Any]:
     values = results.to_dict()
     values.pop("val_history")
     values["method"] = ident["method"]  # an older record's method.lr is the lr column
+    values["model"] = ident["model"]  # the checkpoint's name where model.name_or_path= replaced the option's
     return {
         "run_dir": str(run_dir),
         "config": hashlib.sha1(key.encode()).hexdigest()[:8],

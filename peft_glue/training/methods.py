@@ -113,6 +113,9 @@ class Method:
     def check_mergeable(self) -> None:
         """Raise a UserError (before training) when ``merged`` cannot work for this method."""
 
+    def check_precision(self, model: nn.Module, precision: str) -> None:
+        """Raise a UserError (before training) where this method fails on this model at this precision."""
+
     def frozen_bf16_exact(self) -> bool:
         """Whether the method uses its frozen ``nn.Linear`` weights only through the layers' own forward, so
         that storing them in bf16 under bf16 autocast trains bit-identically (``frozen_bf16.py``)."""
@@ -489,6 +492,9 @@ class Peft(Method):
         # DoRA's magnitude divides by the norm of the fp32 base weight (plus the update), outside autocast
         return not getattr(self.peft_config(), "use_dora", False)
 
+    def check_precision(self, model: nn.Module, precision: str) -> None:
+        check_bf16_on_deberta(self, model, precision)
+
     def check_mergeable(self) -> None:
         if self.peft_config().is_prompt_learning:
             raise UserError(
@@ -504,6 +510,18 @@ class Peft(Method):
             raise UserError(
                 f"merge=true: peft cannot merge {self.name} ({self.config_class}): {error}"
             ) from error
+
+
+# transformers' DeBERTa-v2 attention under bf16 autocast stops with "value cannot be converted to type
+# c10::BFloat16 without overflow" when these peft layers replace its projections (found by test_roles).
+BF16_OVERFLOW_ON_DEBERTA = {"LoHaConfig", "LoKrConfig", "OFTConfig", "VeraConfig", "FourierFTConfig"}
+
+
+def check_bf16_on_deberta(method: Peft, model: nn.Module, precision: str) -> None:
+    config = peft_config_class(method.config_class).__name__
+    if "bf16" in precision and family(model) == "deberta-v2" and config in BF16_OVERFLOW_ON_DEBERTA:
+        reason = f"its layers overflow in DeBERTa's attention in {precision}; use trainer.precision=32-true"
+        raise method.refuse(model, reason)
 
 
 @dataclass
