@@ -34,7 +34,10 @@ def test_unknown_option_from_the_command_line(tmp_path):
 @pytest.mark.parametrize(
     ("argv", "fragments"),
     [
-        (["task=squad"], ["unknown task 'squad'", "cola, mnli, mrpc, qnli, qqp, rte, sst2, stsb, wnli"]),
+        (
+            ["task=squad"],
+            ["unknown task 'squad'", "cola, file, mnli, mrpc, qnli, qqp, rte, sst2, stsb, wnli"],
+        ),
         (
             ["model=gpt5"],
             [

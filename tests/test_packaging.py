@@ -23,6 +23,7 @@ COMMANDS = {
     "peft-glue-export": "peft_glue.export:main",
     "peft-glue-report": "peft_glue.report:main",
     "peft-glue-analyze": "peft_glue.analyze:main",
+    "peft-glue-reproduce": "peft_glue.reproduce:main",
 }
 
 
