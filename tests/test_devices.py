@@ -23,6 +23,7 @@ FAKE_FOUR_GPUS = """\
 import torch
 torch.cuda.is_available = lambda: True
 torch.cuda.device_count = lambda: 4
+torch.cuda.get_device_name = lambda *args, **kwargs: "Faked GPU"
 torch.cuda.is_bf16_supported = lambda *args, **kwargs: True
 torch.cuda.reset_peak_memory_stats = lambda *args, **kwargs: None
 torch.cuda.max_memory_allocated = lambda *args, **kwargs: 0

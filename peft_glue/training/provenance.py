@@ -87,12 +87,19 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def gpu_name() -> str:
+    try:
+        return torch.cuda.get_device_name(0)
+    except (AssertionError, RuntimeError) as error:  # a driver that cannot say: recorded, not fatal
+        return f"unknown ({type(error).__name__})"
+
+
 def hardware() -> dict[str, Any]:
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     return {
         "cpu": cpu_model(),
         "cpu_cores": os.cpu_count(),
-        "gpu": torch.cuda.get_device_name(0) if gpus else None,
+        "gpu": gpu_name() if gpus else None,
         "gpu_count": gpus,
         "cuda": torch.version.cuda,
     }
