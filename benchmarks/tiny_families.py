@@ -33,19 +33,25 @@ def wordpiece(cls: type, specials: list[str], **kwargs) -> Callable[[], tf.PreTr
     return lambda: cls(vocab={w: i for i, w in enumerate(vocab)}, **kwargs)
 
 
+def spelled_merges(space: str, specials: list[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """A BPE vocabulary and merges that spell out every fixture word after the word-start marker ``space``."""
+    vocab = {w: i for i, w in enumerate(specials + [space, *CHARACTERS])}
+    merges = []
+    for word in WORDS:
+        merged = space
+        for char in word:
+            merges.append((merged, char))
+            vocab.setdefault(merged + char, len(vocab))
+            merged += char
+    return vocab, list(dict.fromkeys(merges))
+
+
 def byte_bpe(cls: type, specials: list[str]) -> Callable[[], tf.PreTrainedTokenizerBase]:
     """Byte-level BPE whose merges spell out every fixture word (RoBERTa's kind, ``Ġ`` marks a space)."""
 
     def build() -> tf.PreTrainedTokenizerBase:
-        vocab = {w: i for i, w in enumerate(specials + ["Ġ", *CHARACTERS])}
-        merges = []
-        for word in WORDS:
-            merged = "Ġ"
-            for char in word:
-                merges.append((merged, char))
-                vocab.setdefault(merged + char, len(vocab))
-                merged += char
-        return cls(vocab=vocab, merges=list(dict.fromkeys(merges)))
+        vocab, merges = spelled_merges("Ġ", specials)
+        return cls(vocab=vocab, merges=merges)
 
     return build
 
@@ -55,17 +61,9 @@ def metaspace_bpe(cls: type, specials: list[str]) -> Callable[[], tf.PreTrainedT
     Llama's tokenizer is; the specials are unknown, begin and end of sequence, and no padding token."""
 
     def build() -> tf.PreTrainedTokenizerBase:
-        vocab = {w: i for i, w in enumerate(specials + ["▁", *CHARACTERS])}
-        merges = []
-        for word in WORDS:
-            merged = "▁"
-            for char in word:
-                merges.append((merged, char))
-                vocab.setdefault(merged + char, len(vocab))
-                merged += char
+        vocab, merges = spelled_merges("▁", specials)
         unknown, begin, end = specials
-        return cls(vocab=vocab, merges=list(dict.fromkeys(merges)), unk_token=unknown, bos_token=begin,
-                   eos_token=end)  # fmt: skip
+        return cls(vocab=vocab, merges=merges, unk_token=unknown, bos_token=begin, eos_token=end)
 
     return build
 

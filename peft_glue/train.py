@@ -100,8 +100,8 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
         record.save(init_from=initialise_from(source, method, model, task))
     summary = parameter_summary(model)
     log.info("%s on %s: %s", method.name, task.name, summary)
-    record.save(provenance=run_provenance(cfg, parts))
     record.save(
+        provenance=run_provenance(cfg, parts),
         task_info=task.info(),
         method_info=method.info(),
         **summary,

@@ -14,7 +14,7 @@ from scipy import stats
 
 from peft_glue.errors import UserError
 from peft_glue.predict import predict
-from peft_glue.record import RunRecord, read_results
+from peft_glue.record import RunRecord, RunResults, read_results
 from peft_glue.train import train
 from peft_glue.training.artifacts import write_submission
 from peft_glue.training.data import load_glue, read_glue_tsv
@@ -277,11 +277,16 @@ def tiny_run(tiny_bert: Path, glue: Path, run_dir: Path, task: str, method: str,
         "trainer.enable_checkpointing=false",
         *extra,
     ]
-    record = RunRecord(run_dir, task=task, method={"name": method}, model="tiny", seed=42)
+    return completed_run(overrides, run_dir, task, method, "tiny").to_dict()
+
+
+def completed_run(overrides: list[str], run_dir: Path, task: str, method: str, model: str) -> RunResults:
+    """Train in this process with ``overrides``; the run must complete."""
+    record = RunRecord(run_dir, task=task, method={"name": method}, model=model, seed=42)
     train(compose_cfg(overrides, run_dir), record)
     results = read_results(run_dir)
     assert results.status == "completed", results.error
-    return results.to_dict()
+    return results
 
 
 @pytest.mark.parametrize(("task", "method", "files", "monitor"), [
@@ -370,10 +375,7 @@ def test_minilm_learns_real_rte_and_stsb_in_one_epoch(tmp_path, task, method, lr
         "trainer.enable_checkpointing=false",
         "submission=false",
     ]
-    record = RunRecord(tmp_path, task=task, method={"name": method}, model="minilm", seed=42)
-    train(compose_cfg(overrides, tmp_path), record)
-    results = read_results(tmp_path)
-    assert results.status == "completed", results.error
+    results = completed_run(overrides, tmp_path, task, method, "minilm")
     value = results.best[metric]
     if task == "rte":  # in counts: a float32 accuracy of exactly the majority share can exceed its float64
         majority, pairs = rte_majority()

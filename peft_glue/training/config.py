@@ -313,8 +313,9 @@ def check_ray_cluster(overrides: list[str]) -> None:
                 "for this sweep alone"
             )
         return
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    host, port = (host, port) if port.isdigit() else (address.removeprefix("ray://"), str(RAY_DEFAULT_PORT))
+    target = address.removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    host, port = (host, port) if port.isdigit() else (target, str(RAY_DEFAULT_PORT))
     try:
         socket.create_connection((host, int(port)), timeout=3).close()
     except OSError:
