@@ -1,11 +1,11 @@
 """Which method runs on which encoder family: every ``conf/method/*.yaml`` (its defaults) applied to a tiny
 random model of every family (``benchmarks/tiny_families.py``), then one training step (forward, backward),
 so a method that builds but breaks in the forward pass shows too. A cell is the trainable-parameter count
-(at tiny size: hidden 32, 2 layers, 2 labels) or the refusal; ``--write`` puts the table into the README
-between its markers (tests/test_roles.py fails when that table is stale).
+(at tiny size: hidden 32, 2 layers, 2 labels) or the refusal; ``--write`` puts the table into the docs page
+``docs/how-to/model.md`` between its markers (tests/test_roles.py fails when that table is stale).
 
     python -m benchmarks.compat_matrix            # print the table
-    python -m benchmarks.compat_matrix --write    # and update README.md
+    python -m benchmarks.compat_matrix --write    # and update docs/how-to/model.md
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from peft_glue.training.config_paths import CONFIG_DIR
 from peft_glue.training.methods import Method
 from peft_glue.training.models import parameter_summary
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+PAGE = Path(__file__).resolve().parent.parent / "docs" / "how-to" / "model.md"  # the method x family matrix
 START, END = "<!-- compat-matrix:start -->", "<!-- compat-matrix:end -->"
 
 
@@ -90,27 +90,29 @@ def matrix_markdown() -> str:
     return "\n".join([*rows, "", *[f"{line}  " for line in legend], fused])
 
 
-def readme_block(text: str) -> str:
-    """The README's table between the markers."""
+def page_block(text: str) -> str:
+    """The page's table between the markers."""
     start, end = text.index(START) + len(START), text.index(END)
     return text[start:end].strip()
 
 
-def write_readme(table: str, readme: Path = README) -> None:
-    text = readme.read_text()
+def write_page(table: str, page: Path = PAGE) -> None:
+    text = page.read_text()
     start, end = text.index(START) + len(START), text.index(END)
-    readme.write_text(f"{text[:start]}\n{table}\n{text[end:]}")
+    page.write_text(f"{text[:start]}\n{table}\n{text[end:]}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write", action="store_true", help="update README.md between its markers")
+    parser.add_argument(
+        "--write", action="store_true", help="update docs/how-to/model.md between its markers"
+    )
     args = parser.parse_args()
     logging.getLogger("peft_glue").setLevel(logging.ERROR)  # the fused-matrix notes: shown in the table
     table = matrix_markdown()
     print(table)
     if args.write:
-        write_readme(table)
+        write_page(table)
 
 
 if __name__ == "__main__":

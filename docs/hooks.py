@@ -1,9 +1,8 @@
 """mkdocs hooks (mkdocs.yml): the pages made from the code at build time, so that they cannot drift, and the
-pages whose files live outside docs/.
+page whose file lives outside docs/ (the benchmarks).
 
 - reference/configuration.md: every config key (peft_glue/training/reference.py, also `--help`);
 - reference/commands.md: each command's own ``--help`` (argparse; train: Hydra's help template);
-- handbook.md: README.md, its links into docs/ made relative to the site;
 - benchmarks/index.md: benchmarks/README.md.
 """
 
@@ -30,7 +29,6 @@ def on_files(files: Files, config) -> Files:
     pages = {
         SITE_PAGE: markdown(),
         "reference/commands.md": commands_page(),
-        "handbook.md": (REPO / "README.md").read_text().replace("](docs/", "]("),
         "benchmarks/index.md": (REPO / "benchmarks" / "README.md").read_text(),
     }
     for path, content in pages.items():

@@ -1,6 +1,7 @@
 """Every encoder family, not only BERT (issue 25): methods place themselves by role on each family's own
 modules, train a few steps with the loss going down or refuse in one line, exports reload with the family's
-own loader, inputs and lengths follow the family, and the README's method x family matrix is current."""
+own loader, inputs and lengths follow the family, and the method x family matrix of docs/how-to/model.md is
+current."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from peft import PeftModel
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-from benchmarks.compat_matrix import README, matrix_markdown, method_names, readme_block
+from benchmarks.compat_matrix import PAGE, matrix_markdown, method_names, page_block
 from benchmarks.tiny_families import DECODERS, FAMILIES, POSITIONS, tiny_model, write_tiny_family
 from peft_glue.errors import UserError
 from peft_glue.predict import predict
@@ -299,11 +300,11 @@ def test_lora_export_of_deberta_reloads_with_peft(family_folders, tmp_path):
 
 
 @pytest.mark.slow
-def test_readme_compat_matrix_is_current():
+def test_compat_matrix_of_the_model_page_is_current():
     """Regenerate `python -m benchmarks.compat_matrix`; refresh with its --write when this fails."""
     table = matrix_markdown()
     assert "fails" not in table, table
-    assert readme_block(README.read_text()) == table
+    assert page_block(PAGE.read_text()) == table
 
 
 # ------------------------------------------------------------------ a LoRA run of every family, and decoders
@@ -503,7 +504,7 @@ def exported_logits(method_name: str, base_folder: Path, run: Path, glue: Path) 
         model = AutoModelForSequenceClassification.from_pretrained(base_folder, num_labels=2)
         if export_dir == BITFIT_DIR:
             model = apply_bitfit(model, run / BITFIT_DIR)
-        else:  # prefix tuning: transformers 5 renamed the cache argument peft hands the prefix to (README)
+        else:  # prefix tuning: transformers 5 renamed the cache argument (docs/how-to/method.md)
             model = PeftModel.from_pretrained(accept_past_key_values(model), run / ADAPTER_DIR)
     inputs = {k: encoded[k] for k in GlueClassifier(model, MRPC(), lr=1e-3).model_inputs if k in encoded}
     with torch.no_grad():
