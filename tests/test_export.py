@@ -20,7 +20,7 @@ from peft_glue.export import export
 from peft_glue.export import main as export_main
 from peft_glue.predict import main as predict_main
 from peft_glue.record import RunResults
-from peft_glue.results.card import write_cards
+from peft_glue.results.card import training_lines, write_cards
 from peft_glue.training.components import assemble
 
 from .conftest import FILLER, NEGATIVE, POSITIVE, compose_cfg, run_cli
@@ -184,6 +184,14 @@ def test_card_of_a_bitfit_run_with_a_carved_validation_split(tmp_path):
     assert (
         "apply_bitfit" in card.read_text() and "python -m peft_glue.train method=bitfit" in card.read_text()
     )
+
+
+def test_the_card_names_the_heads_own_learning_rate():
+    """VeRA's recipe trains the head at optimizer.head_lr: the card says so beside optimizer.lr."""
+    vera = RunResults.from_dict({"optimizer": {"lr": 4e-3, "head_lr": 1e-2, "weight_decay": 0.01}})
+    assert "- Optimizer: AdamW, lr 0.004 (the task head: 0.01), weight decay 0.01" in training_lines(vera)
+    plain = RunResults.from_dict({"optimizer": {"lr": 4e-3, "head_lr": None, "weight_decay": 0.01}})
+    assert "- Optimizer: AdamW, lr 0.004, weight decay 0.01" in training_lines(plain)
 
 
 # ------------------------------------------------------------------------------------------ predict

@@ -275,3 +275,29 @@ def test_adalora_schedule_in_steps_as_the_paper_gives_it(tiny_bert, steps, expec
     method.start_training(model, total_steps=20)
     config = model.peft_config["default"]
     assert (config.tinit, config.tfinal, config.total_step) == (*expected, 20)
+
+
+def test_head_lr_gives_the_task_head_its_own_learning_rate(tiny_bert):
+    """VeRA's recipe: the scaling vectors at optimizer.lr, the classifier at optimizer.head_lr."""
+    method = method_from_yaml("vera", **TINY["vera"])
+    model = method.apply(base(tiny_bert))
+    module = GlueClassifier(model, MRPC(), lr=1e-2, head_lr=4e-3, weight_decay=0.1, method=method)
+    module._trainer = SimpleNamespace(estimated_stepping_batches=10)
+    optimizer = module.configure_optimizers()["optimizer"]
+    by_param = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+    trained = {name: param for name, param in model.named_parameters() if param.requires_grad}
+    head = {name for name in trained if ".classifier.modules_to_save." in name}
+    vectors = {name for name in trained if "vera_lambda" in name}
+    assert head and vectors and head | vectors == set(trained)
+    assert {by_param[id(trained[name])]["initial_lr"] for name in head} == {4e-3}
+    assert {by_param[id(trained[name])]["initial_lr"] for name in vectors} == {1e-2}
+    decay = {name: by_param[id(param)]["weight_decay"] for name, param in trained.items()}
+    assert {decay[name] for name in head if name.endswith(".bias")} == {0.0}
+    assert {decay[name] for name in head if name.endswith(".weight")} == {0.1}
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(trained)
+
+    plus = LoraPlus(config_class="LoraConfig", config={"target_modules": ["query"]})
+    module = GlueClassifier(plus.apply(base(tiny_bert)), MRPC(), lr=1e-3, head_lr=1e-2, method=plus)
+    module._trainer = SimpleNamespace(estimated_stepping_batches=10)
+    with pytest.raises(UserError, match="leave optimizer.head_lr null"):
+        module.configure_optimizers()

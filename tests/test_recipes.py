@@ -81,6 +81,85 @@ def test_the_adalora_recipe_composes_each_task_with_table_8s_values(task, tmp_pa
     assert cfg.hydra.runtime.choices.model == "deberta_v3_base"
 
 
+# Kopiczko et al. 2024 (VeRA), Table 8, RoBERTa base: epochs, head learning rate, VeRA learning rate
+VERA_TABLE_8 = {
+    "sst2": (60, 4e-3, 4e-3),
+    "mrpc": (30, 4e-3, 1e-2),
+    "cola": (80, 1e-2, 1e-2),
+    "qnli": (25, 4e-3, 1e-2),
+    "rte": (160, 1e-2, 4e-3),
+    "stsb": (80, 1e-2, 1e-2),
+}
+
+
+@pytest.mark.parametrize("task", sorted(VERA_TABLE_8))
+def test_the_vera_recipe_composes_each_task_with_table_8s_values(task, tmp_path):
+    """Rank 1024 on query and value, d = 0.1, batch 64, length 512, warmup 0.06; no MNLI, so no MNLI start."""
+    cfg = compose_cfg(["experiment=vera_roberta_base_paper", f"task={task}"], tmp_path)
+    epochs, head_lr, vera_lr = VERA_TABLE_8[task]
+    assert (cfg.trainer.max_epochs, cfg.optimizer.head_lr, cfg.optimizer.lr) == (epochs, head_lr, vera_lr)
+    assert (cfg.data.batch_size, cfg.data.max_length, cfg.scheduler.warmup_ratio) == (64, 512, 0.06)
+    config = cfg.method.config
+    assert (config.r, list(config.target_modules), config.d_initial) == (1024, ["query", "value"], 0.1)
+    assert cfg.hydra.runtime.choices.model == "roberta_base" and cfg.hydra.runtime.choices.method == "vera"
+    assert cfg.init_from is None and cfg.recipe.aggregate == "median"
+    sweep = cfg.hydra.sweeper.params
+    assert set(str(sweep.task).split(",")) == set(VERA_TABLE_8) and str(sweep.seed) == "0,1,2,3,4"
+
+
+BITFIT_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte")
+
+
+@pytest.mark.parametrize("task", BITFIT_TASKS)
+def test_the_bitfit_recipe_is_the_authors_code_for_each_task(task, tmp_path):
+    """benzakenelad/BitFit run_glue.py: bert-base-cased, lr 1e-3, 16 epochs, batch 8, length 128, seed 0,
+    transformers 4.2.1's AdamW defaults (no weight decay, eps 1e-6), gradients clipped at norm 1, fp32."""
+    cfg = compose_cfg(["experiment=bitfit_bert_base_paper", f"task={task}"], tmp_path)
+    choices = cfg.hydra.runtime.choices
+    assert (choices.model, choices.method) == ("bert_base_cased", "bitfit")
+    assert (cfg.optimizer.lr, cfg.trainer.max_epochs) == (1e-3, 16)
+    assert (cfg.data.batch_size, cfg.data.max_length) == (8, 128)
+    assert (cfg.seed, cfg.optimizer.weight_decay, cfg.optimizer.eps) == (0, 0.0, 1e-6)
+    assert (cfg.trainer.gradient_clip_val, cfg.trainer.precision) == (1.0, "32-true")
+    assert cfg.optimizer.head_lr is None and cfg.scheduler.warmup_ratio == 0.0
+    assert set(str(cfg.hydra.sweeper.params.task).split(",")) == set(BITFIT_TASKS)
+
+
+def dry_run_sweep(experiment: str, tmp_path) -> dict[str, dict]:
+    """The recipe's whole sweep (one seed) dry-run with random weights: each task's results.json."""
+    sweep = tmp_path / "sweep"
+    done = run_cli(
+        "-m", f"experiment={experiment}", "seed=0", "dry_run=true", "model.pretrained=false",
+        f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = {r["task"]: r for r in (json.loads(p.read_text()) for p in sweep.glob("*/results.json"))}
+    assert {r["status"] for r in runs.values()} == {"dry_run"}
+    return runs
+
+
+@pytest.mark.slow  # 6 random RoBERTa-base models built, about a minute
+def test_the_vera_recipe_dry_runs_every_task(tmp_path):
+    runs = dry_run_sweep("vera_roberta_base_paper", tmp_path)
+    assert set(runs) == set(VERA_TABLE_8)
+    for task, (epochs, head_lr, vera_lr) in VERA_TABLE_8.items():
+        assert (runs[task]["max_epochs"], runs[task]["batch_size"]) == (epochs, 64)
+        assert (runs[task]["optimizer"]["head_lr"], runs[task]["optimizer"]["lr"]) == (head_lr, vera_lr)
+        labels = 1 if task == "stsb" else 2  # RoBERTa's head: a dense 768 x 768 layer, then one to the labels
+        head = 768 * 768 + 768 + 768 * labels + labels
+        # Table 2's 0.043M, the head left out: 12 layers x (query, value) x (768 + 1024) vector entries
+        assert runs[task]["trainable_params"] - head == 12 * 2 * (768 + 1024) == 43008
+
+
+@pytest.mark.slow  # 8 random BERT-base models built, about a minute
+def test_the_bitfit_recipe_dry_runs_every_task(tmp_path):
+    runs = dry_run_sweep("bitfit_bert_base_paper", tmp_path)
+    assert set(runs) == set(BITFIT_TASKS)
+    for run in runs.values():
+        assert (run["max_epochs"], run["batch_size"], run["optimizer"]["lr"]) == (16, 8, 1e-3)
+        assert (run["seed"], run["precision"]) == (0, "32-true")
+
+
 @pytest.mark.slow  # 8 random RoBERTa-base models built, about a minute
 def test_the_lora_recipe_dry_runs_every_task(tmp_path):
     sweep = tmp_path / "sweep"

@@ -270,11 +270,13 @@ def data_lines(results: RunResults, run_dir: Path) -> list[str]:
 
 def training_lines(results: RunResults) -> list[str]:
     """The card's Training section: optimizer, budget, seed and precision, the exported epoch."""
+    head_lr = results.optimizer.get("head_lr")
     lines = [
         "## Training",
         "",
-        f"- Optimizer: AdamW, lr {results.learning_rate}, "
-        f"weight decay {results.optimizer.get('weight_decay')}",
+        f"- Optimizer: AdamW, lr {results.learning_rate}"
+        + ("" if head_lr is None else f" (the task head: {head_lr})")
+        + f", weight decay {results.optimizer.get('weight_decay')}",
         f"- Epochs: {results.max_epochs}, batch size {results.batch_size}, "
         f"seed {results.seed}, precision {results.precision}",
     ]

@@ -588,6 +588,8 @@ class LoraPlus(Peft):
     ) -> torch.optim.Optimizer:
         # peft's grouping: A matrices and the head's weights decay; B matrices and 1-d tensors (biases,
         # LayerNorm) at lr * ratio, decaying unless they are biases or LayerNorm weights
+        if any("lr" in group for group in groups):
+            raise UserError("method=loraplus sets its own learning-rate groups: leave optimizer.head_lr null")
         return create_loraplus_optimizer(
             model,
             torch.optim.AdamW,

@@ -14,11 +14,33 @@ from transformers import get_linear_schedule_with_warmup
 
 from peft_glue.errors import UserError
 from peft_glue.training.data import MODEL_INPUTS
-from peft_glue.training.methods import Method
+from peft_glue.training.methods import Method, is_head_parameter
 from peft_glue.training.models import accepted_inputs
 from peft_glue.training.tasks import GlueTask, split_suffix
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight")  # as transformers.Trainer: no decay on these
+
+
+def head_parameter_ids(model: nn.Module) -> set[int]:
+    """The ids of the task head's parameters (RoBERTa's ``classifier``; under peft, its trained copy)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return {id(param) for name, param in base.named_parameters() if is_head_parameter(base, name)}
+
+
+def parameter_groups(model: nn.Module, weight_decay: float, head_lr: float | None = None) -> list[dict]:
+    """AdamW's groups of the trainable parameters: with ``weight_decay`` or without (biases and LayerNorm
+    weights); with ``head_lr``, the task head's apart at that learning rate (VeRA trains its head so)."""
+    head = head_parameter_ids(model) if head_lr is not None else set()
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    groups = []
+    for in_head in (False, True):
+        for decays in (True, False):
+            params = [
+                p for n, p in trainable if (id(p) in head) == in_head and n.endswith(NO_DECAY) != decays
+            ]
+            group = {"params": params, "weight_decay": weight_decay if decays else 0.0}
+            groups.append(group | ({"lr": head_lr} if in_head else {}))
+    return [group for group in groups if group["params"]]
 
 
 def stage_of(split: str) -> str:
@@ -35,6 +57,7 @@ class GlueClassifier(pl.LightningModule):
         weight_decay: float = 0.01,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
+        head_lr: float | None = None,
         warmup_ratio: float = 0.0,
         method: Method | None = None,
         compiled_model: nn.Module | None = None,
@@ -47,6 +70,7 @@ class GlueClassifier(pl.LightningModule):
         self.task = task
         self.method = method or Method()  # the optimizer and per-step hooks of the method
         self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, tuple(betas), eps
+        self.head_lr = head_lr
         self.warmup_ratio = warmup_ratio
         metrics = task.metric_collection()
         # one collection and loss mean per evaluation set (MNLI: matched and mismatched), keyed by split;
@@ -159,17 +183,9 @@ class GlueClassifier(pl.LightningModule):
         return batch["idx"], self.task.predictions(self(batch))
 
     def configure_optimizers(self):
-        trainable = [(name, p) for name, p in self.model.named_parameters() if p.requires_grad]
-        groups = [
-            {
-                "params": [p for n, p in trainable if not n.endswith(NO_DECAY)],
-                "weight_decay": self.weight_decay,
-            },
-            {"params": [p for n, p in trainable if n.endswith(NO_DECAY)], "weight_decay": 0.0},
-        ]
         optimizer = self.method.configure_optimizer(
             self.model,
-            [group for group in groups if group["params"]],
+            parameter_groups(self.model, self.weight_decay, self.head_lr),
             lr=self.lr,
             weight_decay=self.weight_decay,
             betas=self.betas,

@@ -138,6 +138,9 @@ class OptimizerConf:
     weight_decay: float = ranged(0.01, NOT_NEGATIVE)
     betas: list[float] = ranged(dataclasses.MISSING, FRACTION, default_factory=lambda: [0.9, 0.999])
     eps: float = ranged(1e-8, POSITIVE)
+    head_lr: Optional[float] = ranged(
+        None, POSITIVE, help="the task head's peak learning rate; null: optimizer.lr (VeRA's recipe sets one)"
+    )
 
 
 @dataclass
