@@ -212,10 +212,10 @@ def test_bucket_padding_pads_each_batch_to_its_bucket(tiny_bert):
 
 
 def training_steps(model: torch.nn.Module, run: torch.nn.Module, steps: list[dict]) -> list[float]:
-    """fp32 SGD steps of ``run`` (``model`` or its compiled form) from the same seed; the step losses. SGD, not
-    AdamW: Adam scales each update to about lr whatever the gradient's size, so float noise in a near-zero
-    gradient (which differs between a compiled and an eager kernel) becomes a full step; with SGD a
-    parameter's difference stays the learning rate times its gradients' difference."""
+    """fp32 SGD steps of ``run`` (``model`` or its compiled form) from the same seed; the step losses.
+    SGD, not AdamW: Adam scales each update to about lr whatever the gradient's size, so float noise in a
+    near-zero gradient (which differs between a compiled and an eager kernel) becomes a full step; with
+    SGD a parameter's difference stays the learning rate times its gradients' difference."""
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
     torch.manual_seed(7)
     losses = []
