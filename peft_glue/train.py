@@ -201,6 +201,7 @@ def data_and_module(cfg: DictConfig, parts: Components) -> tuple[GlueDataModule,
         parts.task,
         **cfg.optimizer,
         warmup_ratio=cfg.scheduler.warmup_ratio,
+        schedule=cfg.scheduler.name,
         method=parts.method,
         compiled_model=compile_model(parts.model, cfg.data.max_length) if cfg.compile else None,
     )

@@ -188,6 +188,13 @@ def test_every_key_of_the_reference_has_a_meaning():
     assert "method: adalora, bitfit," in text and "[lora]" in text
 
 
+def test_the_schedule_lists_its_choices_in_the_reference_and_help():
+    """scheduler.name's choices come from the schema's Enum: the reference's allowed column and ``--help``."""
+    key = next(key for key in top_level_keys() if key.name == "scheduler.name")
+    assert (key.default, key.allowed) == ("linear", "'linear', 'constant'")
+    assert "\nscheduler.name=linear  ('linear', 'constant') after the warmup: linear = " in help_text()
+
+
 def test_train_help_is_the_reference_text():
     """``python -m peft_glue.train --help`` prints the reference's groups and keys (conf/config.yaml picks
     hydra/help=peft_glue, whose template Hydra fills with string.Template)."""

@@ -33,6 +33,7 @@ def test_the_lora_recipe_composes_each_task_with_table_9s_values(task, tmp_path)
     assert (resolved["data"]["batch_size"], resolved["trainer"]["max_epochs"]) == (batch_size, epochs)
     assert resolved["optimizer"]["lr"] == lr and resolved["optimizer"]["weight_decay"] == 0.1
     assert resolved["scheduler"]["warmup_ratio"] == 0.06 and resolved["data"]["max_length"] == 512
+    assert resolved["scheduler"]["name"] == "linear"  # linear decay, as the yaml cites Appendix D.1
     method = resolved["method"]
     assert (method["r"], method["alpha"], method["target_modules"]) == (8, 8, ["query", "value"])
     assert cfg.hydra.runtime.choices.model == "roberta_base" and cfg.hydra.runtime.choices.method == "lora"
@@ -113,7 +114,8 @@ BITFIT_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte")
 @pytest.mark.parametrize("task", BITFIT_TASKS)
 def test_the_bitfit_recipe_is_the_authors_code_for_each_task(task, tmp_path):
     """benzakenelad/BitFit run_glue.py: bert-base-cased, lr 1e-3, 16 epochs, batch 8, length 128, seed 0,
-    transformers 4.2.1's AdamW defaults (no weight decay, eps 1e-6), gradients clipped at norm 1, fp32."""
+    transformers 4.2.1's AdamW defaults (no weight decay, eps 1e-6), gradients clipped at norm 1, fp32, and a
+    constant learning rate."""
     cfg = compose_cfg(["experiment=bitfit_bert_base_paper", f"task={task}"], tmp_path)
     choices = cfg.hydra.runtime.choices
     assert (choices.model, choices.method) == ("bert_base_cased", "bitfit")
@@ -122,6 +124,7 @@ def test_the_bitfit_recipe_is_the_authors_code_for_each_task(task, tmp_path):
     assert (cfg.seed, cfg.optimizer.weight_decay, cfg.optimizer.eps) == (0, 0.0, 1e-6)
     assert (cfg.trainer.gradient_clip_val, cfg.trainer.precision) == (1.0, "32-true")
     assert cfg.optimizer.head_lr is None and cfg.scheduler.warmup_ratio == 0.0
+    assert cfg.scheduler.name == "constant"  # glue_evaluator.py's training_preparation builds no scheduler
     assert set(str(cfg.hydra.sweeper.params.task).split(",")) == set(BITFIT_TASKS)
 
 

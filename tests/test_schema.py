@@ -108,3 +108,20 @@ def test_wrong_values_through_the_command_line(tmp_path):
     result = run_cli("-m", "seed=1,abc", "dry_run=true", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert_one_line_error(result, "seed=abc")
     assert not sweep.exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["scheduler.name=cosine_typo"], ["-m", "scheduler.name=constant,cosine_typo"]],
+    ids=["run", "sweep"],
+)
+def test_a_schedule_outside_its_choices_is_one_line_naming_them(argv, tmp_path, capsys):
+    """scheduler.name is an Enum of the schema: OmegaConf refuses another name when composing, for a run and
+    for any value of a sweep, before the first job."""
+    with pytest.raises(SystemExit) as exit_info:
+        check_command_line([*argv, f"hydra.sweep.dir={tmp_path / 'sweep'}"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: scheduler.name=cosine_typo is not valid: expected one of 'linear', 'constant', "
+        "e.g. scheduler.name=linear"
+    )

@@ -1,4 +1,5 @@
-"""The LightningModule: a Hugging Face sequence classifier (with its method applied) trained with AdamW.
+"""The LightningModule: a Hugging Face sequence classifier (with its method applied) trained with AdamW, its
+learning rate scheduled by transformers' ``get_scheduler`` (``scheduler.name``).
 
 Loss, metrics and predictions come from the task (classification or regression)."""
 
@@ -10,15 +11,19 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 from torchmetrics import MeanMetric
-from transformers import get_linear_schedule_with_warmup
+from transformers import get_scheduler
 
 from peft_glue.errors import UserError
 from peft_glue.training.data import MODEL_INPUTS
 from peft_glue.training.methods import Method, is_head_parameter
 from peft_glue.training.models import accepted_inputs
+from peft_glue.training.schema import ScheduleName
 from peft_glue.training.tasks import GlueTask, split_suffix
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight")  # as transformers.Trainer: no decay on these
+# scheduler.name -> transformers' schedule; both keep the linear warmup of scheduler.warmup_ratio
+# (transformers' own "constant" has no warmup: it would ignore that key)
+TRANSFORMERS_SCHEDULES = {ScheduleName.linear: "linear", ScheduleName.constant: "constant_with_warmup"}
 
 
 def head_parameter_ids(model: nn.Module) -> set[int]:
@@ -59,6 +64,7 @@ class GlueClassifier(pl.LightningModule):
         eps: float = 1e-8,
         head_lr: float | None = None,
         warmup_ratio: float = 0.0,
+        schedule: str = ScheduleName.linear,
         method: Method | None = None,
         compiled_model: nn.Module | None = None,
     ):
@@ -71,7 +77,7 @@ class GlueClassifier(pl.LightningModule):
         self.method = method or Method()  # the optimizer and per-step hooks of the method
         self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, tuple(betas), eps
         self.head_lr = head_lr
-        self.warmup_ratio = warmup_ratio
+        self.warmup_ratio, self.schedule = warmup_ratio, ScheduleName(schedule)
         metrics = task.metric_collection()
         # one collection and loss mean per evaluation set (MNLI: matched and mismatched), keyed by split;
         # torchmetrics syncs their states over all DDP ranks when computed: exact metrics of the whole split
@@ -193,8 +199,11 @@ class GlueClassifier(pl.LightningModule):
         )
         total_steps = self.trainer.estimated_stepping_batches
         self.method.start_training(self.model, int(total_steps))
-        scheduler = get_linear_schedule_with_warmup(
-            optimizer, math.ceil(self.warmup_ratio * total_steps), total_steps
+        scheduler = get_scheduler(
+            TRANSFORMERS_SCHEDULES[self.schedule],
+            optimizer,
+            num_warmup_steps=math.ceil(self.warmup_ratio * total_steps),
+            num_training_steps=total_steps,
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

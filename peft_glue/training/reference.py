@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import re
-import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -34,6 +33,7 @@ from peft_glue.training.schema import (
     Config,
     Range,
     as_override,
+    choices_of,
     dataclass_fields,
     describe,
     nested_schemas,
@@ -170,9 +170,8 @@ def google_arguments(doc: str) -> dict[str, str]:
 def allowed_text(hint: Any, allowed: Range | None) -> str:
     if allowed is not None:
         return allowed.text()
-    if typing.get_origin(hint) is typing.Literal:
-        return ", ".join(repr(choice) for choice in typing.get_args(hint))
-    return ""
+    choices = choices_of(hint)
+    return "" if choices is None else ", ".join(repr(choice) for choice in choices)
 
 
 def default_text(value: Any) -> str:
@@ -474,7 +473,8 @@ def help_text() -> str:
         lines.append(f"{group.name}: {options}")
     lines += ["", "== Top-level keys (key=value) =="]
     for key in top_level_keys():
-        lines.append(f"{key.name}={key.default}  {key.meaning}".rstrip())
+        choices = f"({key.allowed}) " if key.type.startswith("one of ") else ""  # a name to pick: its choices
+        lines.append(f"{key.name}={key.default}  {choices}{key.meaning}".rstrip())
     lines += [
         "",
         "Every key of every group, with its type, default, range and meaning: docs/" + SITE_PAGE,

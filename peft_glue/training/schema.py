@@ -22,6 +22,7 @@ import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import Enum, StrEnum
 from typing import Any, Literal, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -143,8 +144,18 @@ class OptimizerConf:
     )
 
 
+class ScheduleName(StrEnum):
+    """The learning-rate schedules of ``scheduler.name``. An Enum, not a Literal: OmegaConf 2.3 checks an Enum
+    field's value when the config is composed and has no Literal type; a StrEnum compares and serialises as
+    its text (``"linear"``)."""
+
+    linear = "linear"  # decays linearly to 0 at the last step
+    constant = "constant"  # stays at the peak
+
+
 @dataclass
 class SchedulerConf:
+    name: ScheduleName = ScheduleName.linear
     warmup_ratio: float = ranged(0.0, FRACTION)
 
 
@@ -280,6 +291,16 @@ def check_resources(num_cpus: float | None, num_gpus: float | None, cores: int, 
 
 
 # ---------------------------------------------------------------------------------------------- values
+def choices_of(hint: Any) -> tuple | None:
+    """The values of a key with a fixed set of them: a Literal's (Lightning's arguments, task and method
+    classes) or an Enum's (the dataclass schema: OmegaConf reads Enum, not Literal); None for other types."""
+    if typing.get_origin(hint) is Literal:
+        return typing.get_args(hint)
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        return tuple(member.value for member in hint)
+    return None
+
+
 def describe(hint: Any) -> str:
     """A type hint in words: ``a whole number``, ``true or false``, ``one of 'a', 'b'``, ``null``..."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
@@ -287,8 +308,8 @@ def describe(hint: Any) -> str:
         return "anything"
     if hint is type(None):
         return "null"
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in args)
+    if choices_of(hint) is not None:
+        return "one of " + ", ".join(repr(choice) for choice in choices_of(hint))
     if origin in (typing.Union, types.UnionType):
         return " or ".join(dict.fromkeys(describe(a) for a in args if describe(a)))
     if origin in (list, tuple, Iterable) or hint in (list, tuple):
@@ -313,6 +334,8 @@ def matches(value: Any, hint: Any) -> bool:
         return value is None
     if origin is Literal:
         return value in args and type(value) in {type(a) for a in args}
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        return isinstance(value, hint) or value in choices_of(hint)
     if origin in (typing.Union, types.UnionType):
         return any(matches(value, a) for a in args)
     if origin in (list, tuple, Iterable) or hint in (list, tuple):
