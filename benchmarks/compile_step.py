@@ -5,6 +5,8 @@ AdamW) of the framework's model, method and length-grouped batches, as
     bf16_today     bf16 autocast, frozen weights fp32 and cast at every step (frozen_bf16=false)
     bf16_frozen    bf16 autocast, frozen nn.Linear weights stored in bf16 (frozen_bf16=true, the default)
     bf16_compiled  bf16_frozen with compile=true: batches padded to multiples of 16 tokens, torch.compile
+    bf16_bucketed  bf16_frozen, eager, on bf16_compiled's padded batches: what the padding alone costs
+    bf16_dynamic   bf16_frozen through torch.compile(dynamic=True) on the unpadded batches
 
     .venv/bin/python -m benchmarks.compile_step --task sst2 --method lora --steps 20 --rounds 3
 
@@ -27,7 +29,9 @@ from peft_glue.training.compiled_step import LENGTH_BUCKET, CompileClock, compil
 from peft_glue.training.data import BucketPadding
 from peft_glue.training.frozen_bf16 import store_frozen_in_bf16
 
-VARIANTS = ("fp32", "bf16_today", "bf16_frozen", "bf16_compiled")
+VARIANTS = ("fp32", "bf16_today", "bf16_frozen", "bf16_compiled", "bf16_bucketed", "bf16_dynamic")
+BUCKETED = ("bf16_compiled", "bf16_bucketed")  # the variants that train on batches padded to a bucket
+COMPILED = ("bf16_compiled", "bf16_dynamic")
 
 
 def make_step(setup: FrameworkStep, variant: str) -> Callable[[dict], None]:
@@ -35,9 +39,11 @@ def make_step(setup: FrameworkStep, variant: str) -> Callable[[dict], None]:
     torch.manual_seed(0)
     module = setup.new_module(frozen_bf16=False)  # the variant decides
     model = module.model
-    if variant in ("bf16_frozen", "bf16_compiled"):
+    if variant not in ("fp32", "bf16_today"):
         store_frozen_in_bf16(model)
-    run = compile_model(model, setup.cfg.data.max_length) if variant == "bf16_compiled" else model
+    run = model
+    if variant in COMPILED:
+        run = compile_model(model, setup.cfg.data.max_length, dynamic=variant == "bf16_dynamic")
     optimizer = setup.new_optimizer(module)
     model.train()
     bf16 = variant != "fp32"
@@ -65,19 +71,22 @@ def timed(step: Callable[[dict], None], batches: list[dict]) -> float:
 def main() -> None:
     parser = step_parser(__doc__, steps=20)  # --steps: steps per round and variant
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS[:4]))
+    parser.add_argument("--bucket", type=int, default=LENGTH_BUCKET, help="bucket size (tokens)")
     args = parser.parse_args()
     setup = FrameworkStep.from_args(args)
     loader = setup.data.train_dataloader()
     plain = [batch for _, batch in zip(range(args.steps), loader, strict=False)]
-    setup.data.train_collate = BucketPadding(setup.data.tokenizer, LENGTH_BUCKET, setup.data.max_length)
+    setup.data.train_collate = BucketPadding(setup.data.tokenizer, args.bucket, setup.data.max_length)
     bucketed = [batch for _, batch in zip(range(args.steps), setup.data.train_dataloader(), strict=False)]
     samples = sum(len(batch["labels"]) for batch in plain)
+    tokens = [sum(b["input_ids"].numel() for b in batches) for batches in (plain, bucketed)]
+    print(f"tokens a round: {tokens[0]:,} unpadded, {tokens[1]:,} padded to multiples of {args.bucket}")
 
     steps, warmup = {}, {}
     for variant in args.variants:
         steps[variant] = make_step(setup, variant)
-        batches = bucketed if variant == "bf16_compiled" else plain
+        batches = bucketed if variant in BUCKETED else plain
         firsts = list({tuple(b["input_ids"].shape): b for b in batches}.values())  # each shape once
         with CompileClock() as clock:
             warmup[variant] = (timed(steps[variant], firsts), clock)
@@ -86,9 +95,12 @@ def main() -> None:
     speeds: dict[str, list[float]] = {variant: [] for variant in args.variants}
     for round_ in range(args.rounds):
         for variant in args.variants:
-            batches = bucketed if variant == "bf16_compiled" else plain
+            batches = bucketed if variant in BUCKETED else plain
             speeds[variant].append(samples / timed(steps[variant], batches))
         print(f"round {round_ + 1}: " + ", ".join(f"{v} {s[-1]:.1f}" for v, s in speeds.items()), flush=True)
+    for variant in COMPILED:
+        if variant in warmup:
+            print(f"{variant}: {warmup[variant][1].seconds:.1f} s compiling")
     compiling = warmup["bf16_compiled"][1].seconds if "bf16_compiled" in warmup else None
     report(args, speeds, samples / len(plain), compiling)
 
@@ -101,7 +113,9 @@ def report(args, speeds: dict[str, list[float]], batch_size: float, compile_seco
     for variant, value in median.items():
         print(f"  {variant:14s} {value:8.1f}   ({', '.join(f'{v:.1f}' for v in speeds[variant])})")
     for ours, theirs in (("bf16_frozen", "bf16_today"), ("bf16_compiled", "bf16_frozen"),
-                         ("bf16_compiled", "bf16_today"), ("bf16_frozen", "fp32")):  # fmt: skip
+                         ("bf16_compiled", "bf16_today"), ("bf16_frozen", "fp32"),
+                         ("bf16_compiled", "bf16_bucketed"), ("bf16_bucketed", "bf16_frozen"),
+                         ("bf16_dynamic", "bf16_frozen")):  # fmt: skip
         if ours in median and theirs in median:
             print(f"  {ours} / {theirs}: {median[ours] / median[theirs]:.2f}x")
     if compile_seconds is None or "bf16_frozen" not in median:

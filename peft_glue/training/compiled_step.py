@@ -20,13 +20,14 @@ from torch import nn
 LENGTH_BUCKET = 16  # tokens: multiples of it, up to data.max_length
 
 
-def compile_model(model: nn.Module, max_length: int) -> nn.Module:
+def compile_model(model: nn.Module, max_length: int, dynamic: bool = False) -> nn.Module:
     """``torch.compile`` of the model for fixed shapes, allowed enough recompilations for every bucket at
-    the full batch size and at the epoch's last, shorter batch."""
+    the full batch size and at the epoch's last, shorter batch (``dynamic``: one graph for every length,
+    measured by benchmarks/compile_step.py)."""
     shapes = 2 * math.ceil(max_length / LENGTH_BUCKET) + 2
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, shapes)
     torch._inductor.config.fallback_random = True
-    return torch.compile(model, dynamic=False)
+    return torch.compile(model, dynamic=dynamic)
 
 
 class CompileClock:
