@@ -23,6 +23,15 @@ def test_the_package_table_holds_the_papers_rows():
     assert set(lora["method"]) == {"full", "bitfit", "adapter_drop", "lora"}
     rte = lora[lora["task"] == "rte"].set_index("trainable_params")["value"]
     assert rte["0.3M"].tolist() == [71.5, 86.6] and rte["125.0M"] == 78.7  # RTE: LoRA 86.6, FT 78.7
+    hu = table[table["paper"] == "Hu et al. 2021 (LoRA)"]
+    large = hu[hu["model"] == "FacebookAI/roberta-large"]
+    large_lora = large[large["method"] == "lora"].set_index("task")  # Table 2, RoB_large (LoRA) 0.8M
+    table_2 = {"mnli": 90.6, "sst2": 96.2, "mrpc": 90.9, "cola": 68.2, "qnli": 94.9, "qqp": 91.6}
+    assert large_lora["value"].to_dict() == table_2 | {"rte": 87.4, "stsb": 92.6}
+    assert large_lora.loc["cola", "metric"] == "mcc" and set(large_lora["aggregate"]) == {"median"}
+    large_ft = large[large["method"] == "full"].set_index("task")  # RoB_large (FT)* 355.0M
+    assert (large_ft.loc["rte", "value"], large_ft.loc["mnli", "value"]) == (86.6, 90.2)
+    assert set(large["method"]) == {"full", "lora"} and len(large) == 16  # the dagger rows are not here
     adalora = table[table["paper"] == "Zhang et al. 2023 (AdaLoRA)"]
     assert set(adalora["method"]) == {"full", "bitfit", "lora", "adalora"}
     assert set(adalora["aggregate"]) == {"mean"} and set(adalora["seeds"]) == {"5"}

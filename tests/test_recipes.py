@@ -41,6 +41,37 @@ def test_the_lora_recipe_composes_each_task_with_table_9s_values(task, tmp_path)
     assert str(cfg.hydra.sweeper.params.task).split(",")[0] == "mnli"  # MNLI first: the others start from it
 
 
+# Hu et al. 2021 (LoRA), Table 9, RoBERTa large LoRA (arXiv v2): batch size, epochs, learning rate, max length
+LORA_LARGE_TABLE_9 = {
+    "mnli": (4, 10, 3e-4, 128),
+    "sst2": (4, 10, 4e-4, 128),
+    "mrpc": (4, 20, 3e-4, 512),
+    "cola": (4, 20, 2e-4, 128),
+    "qnli": (4, 10, 2e-4, 512),
+    "qqp": (4, 20, 3e-4, 512),
+    "rte": (8, 20, 4e-4, 512),
+    "stsb": (8, 30, 2e-4, 512),
+}
+
+
+@pytest.mark.parametrize("task", sorted(LORA_LARGE_TABLE_9))
+def test_the_large_lora_recipe_composes_each_task_with_table_9s_values(task, tmp_path):
+    """Table 9's RoBERTa-large column: alpha 16 (not the base's 8), the length per task; same MNLI start."""
+    cfg = compose_cfg(["experiment=lora_roberta_large_paper", f"task={task}"], tmp_path)
+    batch_size, epochs, lr, max_length = LORA_LARGE_TABLE_9[task]
+    assert (cfg.data.batch_size, cfg.trainer.max_epochs, cfg.optimizer.lr) == (batch_size, epochs, lr)
+    assert cfg.data.max_length == max_length and cfg.optimizer.weight_decay == 0.1
+    assert cfg.scheduler.warmup_ratio == 0.06 and cfg.data.validation_size is None
+    method = cfg.method
+    assert (method.r, method.alpha, list(method.target_modules)) == (8, 16, ["query", "value"])
+    assert cfg.hydra.runtime.choices.model == "roberta_large" and cfg.hydra.runtime.choices.method == "lora"
+    assert cfg.model.architecture.hidden_size == 1024 and cfg.model.architecture.num_hidden_layers == 24
+    assert cfg.init_from == ("sweep:mnli" if task in FROM_MNLI else None)
+    sweep = cfg.hydra.sweeper.params
+    assert str(sweep.task).split(",")[0] == "mnli" and str(sweep.seed) == "0,1,2,3,4"
+    assert set(str(sweep.task).split(",")) == set(LORA_LARGE_TABLE_9) and cfg.recipe.aggregate == "median"
+
+
 THREE_EPOCHS = ("cola", "sst2", "stsb", "qqp", "mnli", "qnli", "rte")
 RUN_GLUE_EPOCHS = {task: 3 for task in THREE_EPOCHS} | {"mrpc": 5, "wnli": 5}  # MRPC, WNLI: "tiny", 5
 
@@ -177,3 +208,26 @@ def test_the_lora_recipe_dry_runs_every_task(tmp_path):
         assert (runs[task]["batch_size"], runs[task]["max_epochs"]) == (batch_size, epochs)
         assert runs[task]["optimizer"]["lr"] == lr
     assert runs["rte"]["init_from"]["requested"] == "sweep:mnli" and runs["sst2"]["init_from"] is None
+
+
+@pytest.mark.slow  # 3 random RoBERTa-large models (355M parameters each) built, about 30 s
+def test_the_large_lora_recipe_dry_runs_with_its_trainable_count(tmp_path):
+    """MNLI, RTE, STS-B: three heads (3, 2, 1 labels), and the two kinds of start (fresh, from MNLI)."""
+    sweep = tmp_path / "sweep"
+    done = run_cli(
+        "-m", "experiment=lora_roberta_large_paper", "task=mnli,rte,stsb", "seed=0", "dry_run=true",
+        "model.pretrained=false", f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = {r["task"]: r for r in (json.loads(p.read_text()) for p in sweep.glob("*/results.json"))}
+    assert set(runs) == {"mnli", "rte", "stsb"} and {r["status"] for r in runs.values()} == {"dry_run"}
+    # LoRA: 24 layers x 2 targets (query, value) x r=8 x (1024 in + 1024 out): A is r x 1024, B is 1024 x r
+    lora = 24 * 2 * 8 * (1024 + 1024)
+    assert lora == 786432  # Table 2's "0.8M" for RoBERTa large (LoRA), the head left out
+    for task, labels in {"mnli": 3, "rte": 2, "stsb": 1}.items():
+        head = 1024 * 1024 + 1024 + 1024 * labels + labels  # RoBERTa's head: dense 1024 x 1024, then out_proj
+        assert runs[task]["trainable_params"] == lora + head
+        batch_size, epochs, lr, _ = LORA_LARGE_TABLE_9[task]
+        assert (runs[task]["batch_size"], runs[task]["max_epochs"]) == (batch_size, epochs)
+        assert runs[task]["optimizer"]["lr"] == lr
+    assert runs["rte"]["init_from"]["requested"] == "sweep:mnli" and runs["mnli"]["init_from"] is None
