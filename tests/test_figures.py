@@ -136,6 +136,18 @@ def test_forest_intervals_are_the_pairs_tables(baseline):
         assert diff.low < diff.mean < diff.high
 
 
+def test_a_baseline_named_by_a_label_is_that_configuration_alone():
+    """``--baseline lora`` beside a ``lora from mrpc`` configuration (init_from) is the plain one: the exact
+    label wins over the method's name, which both configurations share."""
+    picked = [
+        picked_config("lora", 0, {1: 0.56, 2: 0.55, 3: 0.56, 4: 0.57}),
+        picked_config("lora from mrpc", 1, {1: 0.60, 2: 0.59, 3: 0.59, 4: 0.62}),
+    ]
+    picked[1]["first"]["method.name"] = "lora"
+    differences = differences_to(compare_pairs(picked), "lora")
+    assert [(d.label, round(d.mean, 4)) for d in differences] == [("lora from mrpc", 0.04)]
+
+
 def test_forest_plot_in_the_report_and_an_unknown_baseline_is_one_line(tmp_path, capsys):
     root = write_sweep(tmp_path / "runs", ["full", "bitfit", "lora"])
     report = write_report([root], tmp_path / "a", aso_iterations=0).read_text()

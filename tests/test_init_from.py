@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from peft_glue.errors import UserError
 from peft_glue.record import COMPLETED, RunRecord
+from peft_glue.report import write_report
 from peft_glue.results.runs import load_runs
 from peft_glue.train import train
 from peft_glue.training.artifacts import export_trained
@@ -135,3 +136,18 @@ def test_the_report_labels_a_run_that_started_from_another_tasks_weights(tmp_pat
         "scratch": "lora",
         "transfer": "lora from mnli",
     }
+
+
+def test_runs_started_from_another_tasks_weights_are_paired_with_those_from_scratch(tmp_path):
+    """The starting point is a treatment, like the method: ``lora from mnli`` and ``lora`` on the same
+    task, model and budget are compared seed by seed (the transfer experiment's paired test)."""
+    started = {"task": "mnli", "source": "x", "head": "loaded"}
+    for seed, (scratch, transfer) in enumerate([(0.80, 0.84), (0.78, 0.83), (0.81, 0.84)], start=1):
+        write_run(tmp_path, f"scratch{seed}", seed=seed, acc=scratch)
+        write_run(tmp_path, f"transfer{seed}", seed=seed, acc=transfer, init_from=started)
+    report = write_report([tmp_path], tmp_path / "report", aso_iterations=0).read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| lora vs lora from mnli |"))
+    assert row.split(" | ")[1:3] == [
+        "3",
+        "-2.0",
+    ]  # 3 seeds; acc and F1 mean: half of acc

@@ -36,9 +36,17 @@ class Difference:
     p_adjusted: float
 
 
-def is_baseline(config: dict, baseline: str) -> bool:
-    """A configuration is the baseline by its label (``lora r=4``) or by its method's name (``full``)."""
-    return config["label"] == baseline or str(config["first"].get("method.name")) == baseline
+def is_baseline(config: dict, baseline: str, by_label: bool = False) -> bool:
+    """A configuration is the baseline by its label (``lora r=4``) or by its method's name (``full``); only by
+    its label when ``by_label`` (a label that is exactly the name: ``lora`` beside ``lora from mrpc``)."""
+    return config["label"] == baseline or (
+        not by_label and str(config["first"].get("method.name")) == baseline
+    )
+
+
+def named_by_label(configs: Sequence[dict], baseline: str) -> bool:
+    """Whether some configuration's label is exactly the baseline's name, which then names it alone."""
+    return any(config["label"] == baseline for config in configs)
 
 
 def check_baseline(runs: pd.DataFrame, baseline: str | None) -> None:
@@ -58,8 +66,9 @@ def differences_to(pairs: Sequence[Pair], baseline: str) -> list[Difference]:
     """Each pair with the baseline on one side, turned into (other − baseline): a pair printed as
     baseline − other is negated, its interval's ends swapped. Sorted from the best difference down."""
     found = []
+    by_label = named_by_label([c for pair in pairs for c in (pair.a, pair.b)], baseline)
     for pair in pairs:
-        a_is, b_is = is_baseline(pair.a, baseline), is_baseline(pair.b, baseline)
+        a_is, b_is = is_baseline(pair.a, baseline, by_label), is_baseline(pair.b, baseline, by_label)
         if a_is == b_is:  # neither, or two configurations of the baseline method
             continue
         sign, other = (-1.0, pair.b) if a_is else (1.0, pair.a)
@@ -74,7 +83,7 @@ def forest_lines(
 ) -> list[str]:
     """The forest plot's Markdown: the figure, or one line saying why there is none."""
     name = baseline or DEFAULT_BASELINE
-    bases = [c["label"] for c in picked if is_baseline(c, name)]
+    bases = [c["label"] for c in picked if is_baseline(c, name, named_by_label(picked, name))]
     if not bases:
         hint = "" if baseline else " (`--baseline=<method>` names another reference)"
         return ["", f"{task}: no {name} configuration to measure the others against; no forest plot{hint}."]

@@ -24,7 +24,8 @@ def configurations(done: pd.DataFrame, val_col: str, score_col: str) -> list[dic
             {
                 "key": key,
                 "family": identity_key(first["_identity"], LR_FIELDS),
-                "context": identity_key(first["_identity"], ["method", *LR_FIELDS]),
+                # what is compared within: the starting point (init_from) is a treatment, like the method
+                "context": identity_key(first["_identity"], ["method", "init_from", *LR_FIELDS]),
                 "label": first["method_label"],
                 "order": first["method_order"],
                 "lr": first["lr"],
