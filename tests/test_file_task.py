@@ -91,7 +91,7 @@ def own_run(tiny_bert: Path, config_dir: Path, run_dir: Path, task: str, *extra:
 def _plain(cfg) -> dict:
     from omegaconf import OmegaConf
 
-    values = OmegaConf.to_container(cfg, resolve=False)
+    values = OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)  # as Hydra's config.yaml
     values.pop("hydra")
     return values
 

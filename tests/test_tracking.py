@@ -7,6 +7,7 @@ import struct
 from pathlib import Path
 
 import pytest
+import yaml
 
 from peft_glue.record import RunResults
 from peft_glue.training.tracking import final_metrics
@@ -171,3 +172,5 @@ def test_hyperparameters_are_the_resolved_config_without_hydra(tmp_path):
     assert "hydra" not in params and "hydra" in cfg
     assert params["optimizer"]["lr"] == 0.002
     assert params["checkpoint"]["dirpath"] == str(tmp_path / "run" / "checkpoints")  # resolved
+    assert type(params["scheduler"]["name"]) is str and params["scheduler"]["name"] == "linear"  # not an Enum
+    assert yaml.safe_load(yaml.safe_dump(params))["scheduler"] == {"name": "linear", "warmup_ratio": 0.0}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Iterable, Mapping
+from enum import Enum
 from typing import Any
 
 from lightning_fabric.loggers.logger import rank_zero_experiment
@@ -51,10 +52,14 @@ def final_metrics(results: RunResults) -> dict[str, float]:
 
 
 def hyperparameters(config: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
-    """The run's config, resolved, without Hydra's own node (which a composed config may still hold)."""
+    """The run's config, resolved, without Hydra's own node (which a composed config may still hold); an
+    Enum value (``scheduler.name``) as its text, as Hydra's config.yaml writes it, so that every tracker
+    and hparams.yaml hold plain values."""
 
     def resolved(value: Any) -> Any:
-        return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+        if OmegaConf.is_config(value):
+            return OmegaConf.to_container(value, resolve=True, enum_to_str=True)
+        return value.name if isinstance(value, Enum) else value
 
     return {key: resolved(config[key]) for key in config if key != "hydra"}
 
