@@ -7,6 +7,8 @@ AdamW) of the framework's model, method and length-grouped batches, as
     bf16_compiled  bf16_frozen with compile=true: batches padded to multiples of 16 tokens, torch.compile
     bf16_bucketed  bf16_frozen, eager, on bf16_compiled's padded batches: what the padding alone costs
     bf16_dynamic   bf16_frozen through torch.compile(dynamic=True) on the unpadded batches
+    bf16_trunk     bf16_frozen with the frozen LayerNorms and embeddings in bf16 too: activations stay bf16
+                   between the layers (no cast before each linear, bf16 residuals): a numerics change
 
     .venv/bin/python -m benchmarks.compile_step --task sst2 --method lora --steps 20 --rounds 3
 
@@ -23,13 +25,16 @@ import time
 from collections.abc import Callable
 
 import torch
+from torch import nn
 
 from benchmarks.framework_step import FrameworkStep, step_parser
 from peft_glue.training.compiled_step import LENGTH_BUCKET, CompileClock, compile_model
 from peft_glue.training.data import BucketPadding
 from peft_glue.training.frozen_bf16 import store_frozen_in_bf16
 
-VARIANTS = ("fp32", "bf16_today", "bf16_frozen", "bf16_compiled", "bf16_bucketed", "bf16_dynamic")
+VARIANTS = (
+    "fp32", "bf16_today", "bf16_frozen", "bf16_compiled", "bf16_bucketed", "bf16_dynamic", "bf16_trunk",
+)  # fmt: skip
 BUCKETED = ("bf16_compiled", "bf16_bucketed")  # the variants that train on batches padded to a bucket
 COMPILED = ("bf16_compiled", "bf16_dynamic")
 
@@ -41,6 +46,12 @@ def make_step(setup: FrameworkStep, variant: str) -> Callable[[dict], None]:
     model = module.model
     if variant not in ("fp32", "bf16_today"):
         store_frozen_in_bf16(model)
+    if variant == "bf16_trunk":
+        for layer in model.modules():
+            if isinstance(layer, nn.LayerNorm | nn.Embedding):
+                for param in layer.parameters(recurse=False):
+                    if not param.requires_grad:
+                        param.data = param.data.to(torch.bfloat16)
     run = model
     if variant in COMPILED:
         run = compile_model(model, setup.cfg.data.max_length, dynamic=variant == "bf16_dynamic")
@@ -115,7 +126,7 @@ def report(args, speeds: dict[str, list[float]], batch_size: float, compile_seco
     for ours, theirs in (("bf16_frozen", "bf16_today"), ("bf16_compiled", "bf16_frozen"),
                          ("bf16_compiled", "bf16_today"), ("bf16_frozen", "fp32"),
                          ("bf16_compiled", "bf16_bucketed"), ("bf16_bucketed", "bf16_frozen"),
-                         ("bf16_dynamic", "bf16_frozen")):  # fmt: skip
+                         ("bf16_dynamic", "bf16_frozen"), ("bf16_trunk", "bf16_frozen")):  # fmt: skip
         if ours in median and theirs in median:
             print(f"  {ours} / {theirs}: {median[ours] / median[theirs]:.2f}x")
     if compile_seconds is None or "bf16_frozen" not in median:
