@@ -4,7 +4,7 @@ default), point and 95% interval, read from the very pairs that the pairs table 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,17 +36,12 @@ class Difference:
     p_adjusted: float
 
 
-def is_baseline(config: dict, baseline: str, by_label: bool = False) -> bool:
-    """A configuration is the baseline by its label (``lora r=4``) or by its method's name (``full``); only by
-    its label when ``by_label`` (a label that is exactly the name: ``lora`` beside ``lora from mrpc``)."""
-    return config["label"] == baseline or (
-        not by_label and str(config["first"].get("method.name")) == baseline
-    )
-
-
-def named_by_label(configs: Sequence[dict], baseline: str) -> bool:
-    """Whether some configuration's label is exactly the baseline's name, which then names it alone."""
-    return any(config["label"] == baseline for config in configs)
+def baseline_matcher(configs: Sequence[dict], baseline: str) -> Callable[[dict], bool]:
+    """Which configuration is the baseline: by its label (``lora r=4``) or by its method's name (``full``);
+    only by its label when one label is exactly the name (``lora`` beside ``lora from mrpc``)."""
+    if any(config["label"] == baseline for config in configs):
+        return lambda config: config["label"] == baseline
+    return lambda config: config["label"] == baseline or str(config["first"].get("method.name")) == baseline
 
 
 def check_baseline(runs: pd.DataFrame, baseline: str | None) -> None:
@@ -66,9 +61,9 @@ def differences_to(pairs: Sequence[Pair], baseline: str) -> list[Difference]:
     """Each pair with the baseline on one side, turned into (other − baseline): a pair printed as
     baseline − other is negated, its interval's ends swapped. Sorted from the best difference down."""
     found = []
-    by_label = named_by_label([c for pair in pairs for c in (pair.a, pair.b)], baseline)
+    is_baseline = baseline_matcher([c for pair in pairs for c in (pair.a, pair.b)], baseline)
     for pair in pairs:
-        a_is, b_is = is_baseline(pair.a, baseline, by_label), is_baseline(pair.b, baseline, by_label)
+        a_is, b_is = is_baseline(pair.a), is_baseline(pair.b)
         if a_is == b_is:  # neither, or two configurations of the baseline method
             continue
         sign, other = (-1.0, pair.b) if a_is else (1.0, pair.a)
@@ -83,7 +78,8 @@ def forest_lines(
 ) -> list[str]:
     """The forest plot's Markdown: the figure, or one line saying why there is none."""
     name = baseline or DEFAULT_BASELINE
-    bases = [c["label"] for c in picked if is_baseline(c, name, named_by_label(picked, name))]
+    is_baseline = baseline_matcher(picked, name)
+    bases = [c["label"] for c in picked if is_baseline(c)]
     if not bases:
         hint = "" if baseline else " (`--baseline=<method>` names another reference)"
         return ["", f"{task}: no {name} configuration to measure the others against; no forest plot{hint}."]

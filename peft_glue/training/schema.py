@@ -146,8 +146,9 @@ class OptimizerConf:
 
 class ScheduleName(StrEnum):
     """The learning-rate schedules of ``scheduler.name``. An Enum, not a Literal: OmegaConf 2.3 checks an Enum
-    field's value when the config is composed and has no Literal type; a StrEnum compares and serialises as
-    its text (``"linear"``)."""
+    field's value when the config is composed and has no Literal type. A StrEnum compares equal to its text
+    (``"linear"``), but ``yaml.safe_dump`` refuses it: containers of the config are made with
+    ``enum_to_str=True`` (training/tracking.py)."""
 
     linear = "linear"  # decays linearly to 0 at the last step
     constant = "constant"  # stays at the peak
@@ -308,8 +309,8 @@ def describe(hint: Any) -> str:
         return "anything"
     if hint is type(None):
         return "null"
-    if choices_of(hint) is not None:
-        return "one of " + ", ".join(repr(choice) for choice in choices_of(hint))
+    if (choices := choices_of(hint)) is not None:
+        return "one of " + ", ".join(repr(choice) for choice in choices)
     if origin in (typing.Union, types.UnionType):
         return " or ".join(dict.fromkeys(describe(a) for a in args if describe(a)))
     if origin in (list, tuple, Iterable) or hint in (list, tuple):

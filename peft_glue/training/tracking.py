@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Iterable, Mapping
-from enum import Enum
 from typing import Any
 
 from lightning_fabric.loggers.logger import rank_zero_experiment
@@ -59,7 +58,7 @@ def hyperparameters(config: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     def resolved(value: Any) -> Any:
         if OmegaConf.is_config(value):
             return OmegaConf.to_container(value, resolve=True, enum_to_str=True)
-        return value.name if isinstance(value, Enum) else value
+        return value
 
     return {key: resolved(config[key]) for key in config if key != "hydra"}
 
