@@ -261,9 +261,7 @@ def orchestrate(args: argparse.Namespace) -> int:
         name: args.padded_examples if variant.padded else args.examples for name, variant in VARIANTS.items()
     }
     framework_shapes = framework.batch_shapes if framework else None
-    summary = summarise(
-        runs, errors, examples, lengths, framework_shapes, flop_model, peak, hparams.max_length
-    )
+    summary = summarise(runs, errors, examples, lengths, framework_shapes, flop_model, peak)
     fingerprint = data.fingerprint()
     slice_tokens = token_fingerprint(data.rows, ids, data.labels)
     framework_tokens = framework.fingerprint if framework else None

@@ -9,8 +9,6 @@ from typing import Any
 
 from benchmarks.flops import FlopModel
 from benchmarks.variants import VARIANTS
-from peft_glue.training.compiled_step import LENGTH_BUCKET
-from peft_glue.training.data import bucket_length
 
 
 def summarise(
@@ -21,12 +19,10 @@ def summarise(
     framework_shapes: list[tuple[int, int]] | None,
     flop_model: FlopModel,
     peak: dict,
-    max_length: int,
 ) -> dict[str, dict]:
     """Per variant: the median and every repeat's samples/s, peak memory, useful and executed FLOP/s and
     their share of the matmul peak. ``examples``: how many examples each variant trained on;
-    ``framework_shapes``: the (batch size, padded length) of (a)'s batches, None if unknown; a compiled
-    variant pads them to ``bucket_length``."""
+    ``framework_shapes``: the (batch size, padded length) of (a)'s batches, None if unknown."""
     summary: dict[str, dict] = {}
     for name, results in runs.items():
         variant = VARIANTS[name]
@@ -43,8 +39,6 @@ def summarise(
         median = statistics.median(values)
         precision = results[0].get("precision") or "unknown"
         shapes = framework_shapes if variant.framework is not None else results[0].get("batch_shapes")
-        if shapes and variant.compiled:
-            shapes = [(count, bucket_length(length, LENGTH_BUCKET, max_length)) for count, length in shapes]
         useful = flop_model.useful(lengths[:count])
         executed = flop_model.executed(shapes) if shapes else None
         peak_flops = peak["bf16"] if "bf16" in precision else peak["fp32"]

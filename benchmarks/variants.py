@@ -34,7 +34,7 @@ VARIANTS = {
     ),
     "framework_compiled": Variant(
         "ac",
-        "as (a) with compile=true (batches padded to multiples of 16 tokens)",
+        "as (a) with compile=true (torch.compile, dynamic shapes)",
         framework=("compile=true",),
     ),
     "hf_padded": Variant("b", "transformers.Trainer, padded to 128 (run_glue default), fp32", padded=True),

@@ -32,7 +32,7 @@ from peft_glue.results.card import write_cards
 from peft_glue.training.artifacts import export_trained, per_split, write_submissions
 from peft_glue.training.best_checkpoint import restore_best
 from peft_glue.training.callbacks import TrainThroughput
-from peft_glue.training.compiled_step import LENGTH_BUCKET, CompileClock, compile_model
+from peft_glue.training.compiled_step import CompileClock
 from peft_glue.training.components import Components, assemble
 from peft_glue.training.config import check_command_line, register_resolvers
 from peft_glue.training.config_paths import CONFIG_PATH
@@ -135,7 +135,8 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
         train_seconds=round(throughput.seconds, 2),
         train_samples=throughput.samples,  # all ranks together
         train_samples_per_second=throughput.samples_per_second,
-        compile_seconds=round(compiling.seconds, 2) if cfg.compile else None,  # within train_seconds
+        compile=module.compiled_model is not None,  # set, or chosen by the run's length (compiled_step.py)
+        compile_seconds=round(compiling.seconds, 2) if module.compiled_model is not None else None,
         exports=export_trained(method, model, parts.tokenizer, record.folder, cfg.merge)
         if record.writes
         else None,
@@ -182,18 +183,17 @@ def store_frozen_weights(cfg: DictConfig, model: nn.Module, method: Method, reco
     """Under bf16-mixed, the frozen linear weights stored in bf16 once instead of cast at every step (the
     same training, bit for bit); returns their fp32 originals, which ``restore_fp32`` puts back."""
     frozen_bf16 = wants_frozen_bf16(cfg.frozen_bf16, cfg.trainer.precision, model, method.frozen_bf16_exact())
-    record.save(frozen_bf16=frozen_bf16, compile=cfg.compile)
+    record.save(frozen_bf16=frozen_bf16)
     return store_frozen_in_bf16(model) if frozen_bf16 else {}
 
 
 def data_and_module(cfg: DictConfig, parts: Components) -> tuple[GlueDataModule, GlueClassifier]:
-    """The run's data (batch lengths bucketed when the step is compiled) and its LightningModule."""
+    """The run's data and its LightningModule."""
     datamodule = GlueDataModule(
         parts.task,
         parts.tokenizer,
         seed=cfg.seed,
         virtual_tokens=parts.method.virtual_tokens,
-        length_bucket=LENGTH_BUCKET if cfg.compile else None,
         **cfg.data,
     )
     module = GlueClassifier(
@@ -203,7 +203,7 @@ def data_and_module(cfg: DictConfig, parts: Components) -> tuple[GlueDataModule,
         warmup_ratio=cfg.scheduler.warmup_ratio,
         schedule=cfg.scheduler.name,
         method=parts.method,
-        compiled_model=compile_model(parts.model, cfg.data.max_length) if cfg.compile else None,
+        compile=cfg.compile,
     )
     return datamodule, module
 

@@ -1,5 +1,5 @@
 """The two speed levers of issue 32: frozen weights stored in bf16 under bf16-mixed (``frozen_bf16``), and a
-compiled training step over length buckets (``compile``). Values are compared, never timings."""
+compiled training step (``compile``). Values are compared, never timings."""
 
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ from transformers import AutoModelForSequenceClassification
 
 from peft_glue.record import RunRecord
 from peft_glue.train import train
-from peft_glue.training.compiled_step import compile_model
+from peft_glue.training import compiled_step
+from peft_glue.training.compiled_step import compile_model, wants_compile
 from peft_glue.training.components import assemble
 from peft_glue.training.cpu_dropout import use_cpu_dropout
-from peft_glue.training.data import BucketPadding, GlueDataModule, bucket_length
+from peft_glue.training.data import GlueDataModule
 from peft_glue.training.models import load_tokenizer
 from peft_glue.training.module import GlueClassifier
 from peft_glue.training.tasks import SST2
@@ -113,7 +114,10 @@ def test_frozen_linear_weights_bf16_trainable_tensors_and_optimizer_state_fp32(b
     state = module.trainer.optimizers[0].state
     moments = [t for s in state.values() for k, t in s.items() if k in ("exp_avg", "exp_avg_sq")]
     assert len(moments) == 2 * len(trainable) and all(t.dtype == torch.float32 for t in moments)
-    assert json.loads((folder / "results.json").read_text())["frozen_bf16"] is True
+    record = json.loads((folder / "results.json").read_text())
+    assert record["frozen_bf16"] is True
+    # compile unset: a 16-step run is too short to pay back a compilation, on any CPU
+    assert record["compile"] is False and record["compile_seconds"] is None
     # after training the fp32 originals are back, bit for bit; off: nothing was ever cast
     base = dict(base_model_of(module).named_parameters())
     assert all(p.dtype == torch.float32 for p in params.values())
@@ -164,51 +168,26 @@ def test_checkpoint_and_exports_of_a_bf16_base_run_load_into_a_plain_fp32_model(
 
 
 # --------------------------------------------------------------------------------------------- compile
-def test_bucket_length_rounds_up_to_multiples_of_16_capped_at_max_length():
-    assert [bucket_length(n, 16, 128) for n in (1, 15, 16, 17, 33, 120, 128)] == [
-        16,
-        16,
-        16,
-        32,
-        48,
-        128,
-        128,
-    ]
-    assert [bucket_length(n, 16, 100) for n in (90, 97, 100)] == [96, 100, 100]
+def test_compile_unset_compiles_only_long_bf16_runs_on_an_amx_cpu(monkeypatch):
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    monkeypatch.setattr(compiled_step, "cpu_has_amx", lambda: True)
+    long, short = compiled_step.PAYS_BACK_AFTER_STEPS, compiled_step.PAYS_BACK_AFTER_STEPS - 1
+    assert wants_compile(None, long, "bf16-mixed", cpu)
+    assert wants_compile(None, float("inf"), "bf16-mixed", cpu)  # no step limit: as long as it gets
+    assert not wants_compile(None, short, "bf16-mixed", cpu)
+    assert not wants_compile(None, long, "32-true", cpu)  # fp32: not measured to pay
+    assert not wants_compile(None, long, "bf16-mixed", gpu)  # GPUs: not measured here
+    assert wants_compile(True, 1, "32-true", gpu) and not wants_compile(False, long, "bf16-mixed", cpu)
+    monkeypatch.setattr(compiled_step, "cpu_has_amx", lambda: False)
+    assert not wants_compile(None, long, "bf16-mixed", cpu)  # without AMX: 0.97x measured
 
 
-def batches(tiny_bert: Path, tiny_glue: Path, **kwargs) -> list[dict]:
+def batches(tiny_bert: Path, tiny_glue: Path) -> list[dict]:
     data = GlueDataModule(
-        SST2(), load_tokenizer(str(tiny_bert)), data_dir=str(tiny_glue), batch_size=8, seed=3, **kwargs
+        SST2(), load_tokenizer(str(tiny_bert)), data_dir=str(tiny_glue), batch_size=8, seed=3
     )
     data.setup()
     return list(data.train_dataloader())
-
-
-def test_bucketed_batches_hold_todays_examples_padded_to_the_bucket(tiny_bert, tiny_glue):
-    today, bucketed = batches(tiny_bert, tiny_glue), batches(tiny_bert, tiny_glue, length_bucket=16)
-    assert len(today) == len(bucketed) == 8
-    widths = set()
-    for plain, padded in zip(today, bucketed, strict=True):
-        longest = int(plain["attention_mask"].sum(1).max())
-        assert plain["input_ids"].shape[1] == longest  # compile off: padded to the longest, as today
-        width = padded["input_ids"].shape[1]
-        assert width == bucket_length(longest, 16, 128) and width % 16 == 0
-        widths.add(width)
-        assert torch.equal(padded["labels"], plain["labels"])  # the same examples in the same order
-        assert torch.equal(padded["input_ids"][:, :longest], plain["input_ids"])
-        assert torch.equal(padded["attention_mask"][:, :longest], plain["attention_mask"])
-        assert not padded["attention_mask"][:, longest:].any()
-    assert len(widths) >= 2  # the tiny data spans two buckets (16 and 32)
-
-
-def test_bucket_padding_pads_each_batch_to_its_bucket(tiny_bert):
-    collate = BucketPadding(load_tokenizer(str(tiny_bert)), 16, 40)
-    features = [{"input_ids": [2] * n, "attention_mask": [1] * n, "labels": 0} for n in (3, 17)]
-    assert collate(features)["input_ids"].shape == (2, 32)
-    assert collate(features[:1])["input_ids"].shape == (1, 16)
-    long = [{"input_ids": [2] * 39, "attention_mask": [1] * 39, "labels": 1}]
-    assert collate(long)["input_ids"].shape == (1, 40)  # capped at max_length
 
 
 def training_steps(model: torch.nn.Module, run: torch.nn.Module, steps: list[dict]) -> list[float]:
@@ -231,9 +210,9 @@ def training_steps(model: torch.nn.Module, run: torch.nn.Module, steps: list[dic
 
 @pytest.mark.slow
 def test_compiled_step_trains_like_the_eager_one(tiny_bert, tiny_glue, tmp_path):
-    """On the same (bucketed) batches, with dropout on, the compiled step draws the same masks (cpu_dropout's
-    custom op) and gives the eager losses and tensors within fp32 noise. (Bucketing itself changes dropout
-    draws: a longer batch consumes more random numbers.) A compile=true run records its compile time."""
+    """On the same batches of several lengths, with dropout on, the compiled step (one graph for dynamic
+    shapes) draws the same masks (cpu_dropout's custom op) and gives the eager losses and tensors within
+    fp32 noise. A compile=true run records its compile time."""
     # first, while the process has compiled nothing: the run records its compile time in its train time
     args = [*BF16_LORA, "trainer.precision=32-true", *tiny_overrides(tiny_bert, tiny_glue)]
     trained([*args, "compile=true", "trainer.max_epochs=1"], tmp_path / "compiled")
@@ -241,10 +220,11 @@ def test_compiled_step_trains_like_the_eager_one(tiny_bert, tiny_glue, tmp_path)
     assert record["compile"] is True and 0 < record["compile_seconds"] <= record["train_seconds"]
     cfg = compose_cfg([*BF16_LORA, f"model.name_or_path={tiny_bert}"], tmp_path / "steps")
     model = use_cpu_dropout(assemble(cfg).model).train()
-    steps = batches(tiny_bert, tiny_glue, length_bucket=16)
+    steps = batches(tiny_bert, tiny_glue)
+    assert len({batch["input_ids"].shape for batch in steps}) >= 3
     eager, compiled = copy.deepcopy(model), copy.deepcopy(model)
     eager_losses = training_steps(eager, eager, steps)
-    compiled_losses = training_steps(compiled, compile_model(compiled, 128), steps)
+    compiled_losses = training_steps(compiled, compile_model(compiled), steps)
     assert compiled_losses == pytest.approx(eager_losses, rel=1e-5)
     ours, theirs = dict(compiled.named_parameters()), dict(eager.named_parameters())
     assert all(torch.allclose(ours[k], theirs[k], rtol=1e-4, atol=1e-6) for k in ours)

@@ -1,33 +1,48 @@
-"""A training step compiled with ``torch.compile`` (``compile=true``).
+"""A training step compiled with ``torch.compile`` (``compile``).
 
 Inductor fuses the elementwise work around the matrix multiplies (dropout, GELU, bias adds, casts) that the
-profile of ``benchmarks.profile_step`` shows outside them. Each new input shape costs a compilation (tens of
-seconds on a CPU), so training batches are padded to multiples of ``LENGTH_BUCKET`` tokens
-(``data.BucketPadding``): at most ``max_length / LENGTH_BUCKET`` lengths, each compiled once per batch size.
+profile of ``benchmarks.profile_step`` shows outside them. The graph is compiled for dynamic shapes: one
+compilation serves every batch length, so batches keep their own length (padding them to a few fixed lengths
+instead cost more than the compiled step saved: ``benchmarks.compile_step``, docs/explanation/speed.md).
 Evaluation stays eager, so it compiles nothing. ``fallback_random`` keeps torch's own random generator for
 dropout, so a seed draws the same masks as an eager step and results differ only by floating-point
 reassociation.
+
+``compile: null`` (the default) compiles only where it was measured to pay back: bf16 on a CPU with AMX, in
+a run of at least ``PAYS_BACK_AFTER_STEPS`` optimizer steps.
 """
 
 from __future__ import annotations
 
-import math
 import time
 
 import torch
 from torch import nn
 
-LENGTH_BUCKET = 16  # tokens: multiples of it, up to data.max_length
+from peft_glue.training.frozen_bf16 import BF16_MIXED
+from peft_glue.training.hardware import cpu_has_amx
+
+# SST-2 LoRA on MiniLM, batch 32, 2-core Xeon with AMX: 39 s of compiling (15 s with Inductor's cache warm)
+# against 8.4 ms saved a step, even after ~4,600 steps (docs/explanation/speed.md); rounded up.
+PAYS_BACK_AFTER_STEPS = 5_000
 
 
-def compile_model(model: nn.Module, max_length: int, dynamic: bool = False) -> nn.Module:
-    """``torch.compile`` of the model for fixed shapes, allowed enough recompilations for every bucket at
-    the full batch size and at the epoch's last, shorter batch (``dynamic``: one graph for every length,
-    measured by benchmarks/compile_step.py)."""
-    shapes = 2 * math.ceil(max_length / LENGTH_BUCKET) + 2
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, shapes)
+def wants_compile(
+    setting: bool | None, steps: float, precision: str | int | None, device: torch.device
+) -> bool:
+    """``compile`` as set; unset (None): on a CPU with AMX under bf16 autocast when the run takes at least
+    ``PAYS_BACK_AFTER_STEPS`` optimizer steps (elsewhere unmeasured, or measured not to pay)."""
+    if setting is not None:
+        return setting
+    fast_cpu = device.type == "cpu" and str(precision) in BF16_MIXED and cpu_has_amx()
+    return fast_cpu and steps >= PAYS_BACK_AFTER_STEPS
+
+
+def compile_model(model: nn.Module) -> nn.Module:
+    """``torch.compile`` of the model for dynamic shapes (every batch length and size from one graph; a
+    batch of one example may add a second)."""
     torch._inductor.config.fallback_random = True
-    return torch.compile(model, dynamic=dynamic)
+    return torch.compile(model, dynamic=True)
 
 
 class CompileClock:

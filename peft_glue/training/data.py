@@ -303,25 +303,6 @@ def tokenize(
     )
 
 
-def bucket_length(longest: int, width: int, max_length: int) -> int:
-    """The padded length of a batch whose longest example has ``longest`` tokens: the next multiple of
-    ``width``, at most ``max_length`` (so a compiled step sees at most max_length / width shapes)."""
-    return min(-(-longest // width) * width, max(max_length, longest))
-
-
-class BucketPadding:
-    """``DataCollatorWithPadding`` to ``bucket_length`` instead of the batch's longest example: for a compiled
-    step, whose every new shape costs a compilation. Batches stay length-grouped; only padding grows."""
-
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, width: int, max_length: int):
-        self.tokenizer, self.width, self.max_length = tokenizer, width, max_length
-
-    def __call__(self, features: list[dict]) -> dict:
-        longest = max(len(feature["input_ids"]) for feature in features)
-        length = bucket_length(longest, self.width, self.max_length)
-        return DataCollatorWithPadding(self.tokenizer, padding="max_length", max_length=length)(features)
-
-
 def worker_start_method() -> str | None:
     """How dataloader workers start: the platform's default (None), except inside a process whose default is
     not one of multiprocessing's own, like a worker of Hydra's joblib launcher (loky). torch cannot start a
@@ -353,7 +334,6 @@ class GlueDataModule(pl.LightningDataModule):
         predict_file: str | os.PathLike | None = None,
         seed: int = 0,
         virtual_tokens: int = 0,
-        length_bucket: int | None = None,
     ):
         super().__init__()
         if max_length - virtual_tokens < 2:
@@ -377,10 +357,6 @@ class GlueDataModule(pl.LightningDataModule):
         self.predict_file = predict_file  # a TSV to predict instead of the test split
         self.seed = seed
         self.collate = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
-        # training batches padded to multiples of length_bucket (a compiled step); evaluation as above
-        self.train_collate = (
-            BucketPadding(tokenizer, length_bucket, self.max_length) if length_bucket else self.collate
-        )
         self.splits: dict[str, Dataset] = {}  # tokenized
         self.raw: DatasetDict = DatasetDict()  # the same rows with their text: predictions beside it
         self.resume_at: EpochPosition | None = None
@@ -455,11 +431,10 @@ class GlueDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, **batching) -> DataLoader:
         dataset = self.splits[split]
-        collate = self.train_collate if split == "train" else self.collate
         columns = [column for column in (*MODEL_INPUTS, "labels", "idx") if column in dataset.column_names]
         return DataLoader(
             dataset.select_columns(columns),
-            collate_fn=collate,
+            collate_fn=self.collate,
             # a generator of its own: creating an iterator must not draw from the global RNG (exact resume)
             generator=torch.Generator().manual_seed(self.seed),
             num_workers=self.num_workers,

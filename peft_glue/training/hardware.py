@@ -10,14 +10,24 @@ from pathlib import Path
 import torch
 
 
+def cpu_flags() -> str:
+    """/proc/cpuinfo's text (empty where there is none, as on macOS)."""
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
 def cpu_has_fast_bf16() -> bool:
     """bf16 matmuls beat fp32 on CPUs with AVX512-BF16 or AMX; without them oneDNN emulates bf16, and it is
     slower (measured in benchmarks/README.md)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
+    flags = cpu_flags()
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_has_amx() -> bool:
+    """AMX tiles for bf16 matmuls (Sapphire Rapids and later): where a compiled step was measured to pay."""
+    return "amx_bf16" in cpu_flags()
 
 
 def best_precision() -> str:

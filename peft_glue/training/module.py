@@ -14,6 +14,7 @@ from torchmetrics import MeanMetric
 from transformers import get_scheduler
 
 from peft_glue.errors import UserError
+from peft_glue.training.compiled_step import compile_model, wants_compile
 from peft_glue.training.data import MODEL_INPUTS
 from peft_glue.training.methods import Method, is_head_parameter
 from peft_glue.training.models import accepted_inputs
@@ -66,13 +67,14 @@ class GlueClassifier(pl.LightningModule):
         warmup_ratio: float = 0.0,
         schedule: str = ScheduleName.linear,
         method: Method | None = None,
-        compiled_model: nn.Module | None = None,
+        compile: bool | None = False,
     ):
         super().__init__()
         self.model = model
-        # the training step's torch.compile of ``model`` (compiled_step.py), kept outside the module tree so
-        # that state_dict and checkpoints do not list the model twice; evaluation uses ``model`` (eager)
-        object.__setattr__(self, "compiled_model", compiled_model)
+        self.compile = compile  # the setting; None: where it pays (compiled_step.wants_compile)
+        # the training step's torch.compile of ``model`` (made in on_fit_start), kept outside the module tree
+        # so that state_dict and checkpoints do not list the model twice; evaluation uses ``model`` (eager)
+        object.__setattr__(self, "compiled_model", None)
         self.task = task
         self.method = method or Method()  # the optimizer and per-step hooks of the method
         self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, tuple(betas), eps
@@ -113,6 +115,13 @@ class GlueClassifier(pl.LightningModule):
 
     def forward(self, batch: dict) -> torch.Tensor:
         return self.model(**{key: batch[key] for key in self.model_inputs if key in batch}).logits
+
+    def on_fit_start(self) -> None:
+        """Compile the training step when asked, or, unset, when the run is long enough for it to pay back
+        (the trainer knows its number of steps only now)."""
+        steps = self.trainer.estimated_stepping_batches
+        if wants_compile(self.compile, steps, self.trainer.precision, self.device):
+            object.__setattr__(self, "compiled_model", compile_model(self.model))
 
     def on_train_epoch_start(self) -> None:
         # from_pretrained returns eval mode and Lightning restores submodule modes: force dropout on.

@@ -186,7 +186,7 @@ class Config:
     submission: bool = True
     cpu_dropout: bool = True
     frozen_bf16: bool = True
-    compile: bool = False
+    compile: Optional[bool] = None  # None: only where it pays back (training/compiled_step.py)
     threads: Optional[int] = ranged(None, AT_LEAST_ONE)
     resources: ResourcesConf = field(default_factory=ResourcesConf)
     checkpoint: dict[str, Any] = MISSING  # checked against its class (ModelCheckpoint)
