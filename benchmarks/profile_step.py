@@ -1,13 +1,15 @@
 """Where a training step's time goes: torch.profiler over the framework's own model, method and batches.
 
     .venv/bin/python -m benchmarks.profile_step --task sst2 --method lora --steps 20
+    .venv/bin/python -m benchmarks.profile_step --task sst2 --method lora --steps 20 --compile
 
 Builds the model and method from the project's config exactly as `python -m peft_glue.train model=minilm`
 does, takes length-grouped batches of the real training data from the framework's data module, and profiles
 forward, backward and the AdamW step. Prints the operators by self CPU time, grouped into matrix multiplies
 (the work a faster precision or kernel speeds up) and everything else (elementwise, normalisation, autograd
 and Python overhead), and the matmul FLOP/s (the profiler's count of executed matmul FLOPs) inside the
-kernels and over the whole step.
+kernels and over the whole step. ``--compile`` profiles the step as ``compile=true`` runs it, after compiling
+it on the same batches; Inductor's fused kernels then show by name (its kernel profile is switched on).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from benchmarks.framework_step import FrameworkStep, step_parser
+from peft_glue.training.compiled_step import compile_model
 
 MATMUL_OPS = ("aten::addmm", "aten::mm", "aten::bmm", "aten::matmul", "aten::linear", "mkldnn")
 GROUPS = {
@@ -26,7 +29,9 @@ GROUPS = {
     "casts (dtype conversions, copies)": ("aten::to", "aten::_to_copy", "aten::copy_"),
     "attention (sdpa)": ("scaled_dot_product", "_flash_attention", "_efficient_attention"),
     "layer norm": ("layer_norm",),
-    "dropout masks": ("bernoulli", "random_", "aten::lt"),
+    "dropout masks": ("bernoulli", "random_", "aten::lt", "keep_mask"),
+    "compiled fused kernels (elementwise, norms, softmax)": ("cpp_fused",),
+    "compiled graphs' own code (Python wrapper)": ("CompiledFxGraph", "CompiledFunction", "Compiled Region"),
     "gelu / elementwise": ("gelu", "dropout", "aten::add", "aten::mul", "aten::div", "aten::sub"),
     "optimizer (AdamW)": ("_foreach", "adam"),
 }
@@ -40,23 +45,27 @@ def group_of(name: str) -> str:
 
 
 def main() -> None:
-    args = step_parser(__doc__, steps=20).parse_args()
+    parser = step_parser(__doc__, steps=20)
+    parser.add_argument("--compile", action="store_true", help="the compiled step (compile=true)")
+    args = parser.parse_args()
     torch.manual_seed(0)
     setup = FrameworkStep.from_args(args)
-    module = setup.new_module()
-    batches = iter(setup.data.train_dataloader())
+    module = setup.new_module().train()
+    loader = setup.data.train_dataloader()
+    batches = [batch for _, batch in zip(range(args.steps + 3), loader, strict=False)]
+    run = module.model
+    if args.compile:
+        torch._inductor.config.cpp.enable_kernel_profile = True
+        run = compile_model(module.model)
+        for batch in batches[3:]:  # compile for these batches first (dynamic shapes: once)
+            step_of(run, setup, batch, None)
+        module.model.zero_grad(set_to_none=True)
     optimizer = setup.new_optimizer(module)
+    pending = iter(batches)
 
     def step() -> None:
-        batch = next(batches)
-        with setup.autocast():
-            logits = module(batch)
-        loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"])
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        step_of(run, setup, next(pending), optimizer)
 
-    module.train()
     for _ in range(3):  # warm-up: allocator, oneDNN primitive caches
         step()
     with profile(activities=[ProfilerActivity.CPU], with_flops=True) as profiler:
@@ -70,7 +79,7 @@ def main() -> None:
     for event in events:
         grouped[group_of(event.key)] += event.self_cpu_time_total
     threads = torch.get_num_threads()
-    precision = "bf16 autocast" if setup.bf16 else "fp32"
+    precision = ("compiled, " if args.compile else "") + ("bf16 autocast" if setup.bf16 else "fp32")
     frozen = " (frozen weights in bf16)" if setup.bf16 and setup.cfg.frozen_bf16 else ""
     print(
         f"{args.task} {args.method}, batch {args.batch_size}, {args.steps} steps, {threads} threads, "
@@ -92,6 +101,17 @@ def main() -> None:
     )
     print()
     print(events.table(sort_by="self_cpu_time_total", row_limit=15))
+
+
+def step_of(run: torch.nn.Module, setup: FrameworkStep, batch: dict, optimizer: torch.optim.Optimizer | None):
+    """Forward, backward and (with ``optimizer``) the AdamW step of ``run`` on one batch."""
+    inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in batch}
+    with setup.autocast():
+        logits = run(**inputs).logits
+    torch.nn.functional.cross_entropy(logits.float(), batch["labels"]).backward()
+    if optimizer is not None:
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
 
 
 if __name__ == "__main__":
