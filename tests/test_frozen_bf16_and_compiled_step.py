@@ -182,6 +182,24 @@ def test_compile_unset_compiles_only_long_bf16_runs_on_an_amx_cpu(monkeypatch):
     assert not wants_compile(None, long, "bf16-mixed", cpu)  # without AMX: 0.97x measured
 
 
+def test_a_compilation_nobody_asked_for_runs_eagerly_where_it_fails(monkeypatch):
+    """compile unset: a model Inductor fails on trains eagerly; compile=true: the failure stops the run."""
+
+    def broken_backend(*args, **kwargs):
+        raise RuntimeError("Inductor failed")
+
+    monkeypatch.setattr("torch._inductor.compile_fx.compile_fx", broken_backend)
+    monkeypatch.setattr(torch._dynamo.config, "suppress_errors", False)  # restored after the test
+    torch.manual_seed(0)
+    model, x = torch.nn.Linear(4, 2), torch.randn(3, 4)
+    torch._dynamo.reset()
+    with pytest.raises(Exception, match="Inductor failed"):
+        compile_model(model)(x)
+    torch._dynamo.reset()
+    assert torch.equal(compile_model(model, eager_on_error=True)(x), model(x))
+    torch._dynamo.reset()
+
+
 def batches(tiny_bert: Path, tiny_glue: Path) -> list[dict]:
     data = GlueDataModule(
         SST2(), load_tokenizer(str(tiny_bert)), data_dir=str(tiny_glue), batch_size=8, seed=3

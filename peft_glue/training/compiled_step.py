@@ -38,10 +38,13 @@ def wants_compile(
     return fast_cpu and steps >= PAYS_BACK_AFTER_STEPS
 
 
-def compile_model(model: nn.Module) -> nn.Module:
+def compile_model(model: nn.Module, eager_on_error: bool = False) -> nn.Module:
     """``torch.compile`` of the model for dynamic shapes (every batch length and size from one graph; a
-    batch of one example may add a second)."""
+    batch of one example may add a second). ``eager_on_error``: what Dynamo cannot compile runs eagerly
+    (with its warning) instead of failing the run, for a compilation nobody asked for (``compile`` unset)."""
     torch._inductor.config.fallback_random = True
+    if eager_on_error:
+        torch._dynamo.config.suppress_errors = True
     return torch.compile(model, dynamic=True)
 
 

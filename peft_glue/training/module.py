@@ -121,7 +121,8 @@ class GlueClassifier(pl.LightningModule):
         (the trainer knows its number of steps only now)."""
         steps = self.trainer.estimated_stepping_batches
         if wants_compile(self.compile, steps, self.trainer.precision, self.device):
-            object.__setattr__(self, "compiled_model", compile_model(self.model))
+            compiled = compile_model(self.model, eager_on_error=self.compile is None)
+            object.__setattr__(self, "compiled_model", compiled)
 
     def on_train_epoch_start(self) -> None:
         # from_pretrained returns eval mode and Lightning restores submodule modes: force dropout on.
