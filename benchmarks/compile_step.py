@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from transformers import DataCollatorWithPadding
 
-from benchmarks.framework_step import FrameworkStep, step_parser
+from benchmarks.framework_step import FrameworkStep, step_parser, train_step
 from peft_glue.training.compiled_step import CompileClock, compile_model
 from peft_glue.training.frozen_bf16 import store_frozen_in_bf16
 
@@ -66,14 +66,7 @@ def make_step(setup: FrameworkStep, variant: str) -> Callable[[dict], None]:
     bf16 = variant != "fp32"
 
     def step(batch: dict) -> None:
-        inputs = {
-            key: batch[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in batch
-        }
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = run(**inputs).logits
-        torch.nn.functional.cross_entropy(logits.float(), batch["labels"]).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        train_step(module, run, batch, bf16, optimizer)
 
     return step
 

@@ -99,3 +99,21 @@ class FrameworkStep:
         return torch.optim.AdamW(
             trainable, lr=hp.learning_rate, betas=hp.betas, eps=hp.eps, weight_decay=hp.weight_decay
         )
+
+
+def train_step(
+    module: GlueClassifier,
+    run: torch.nn.Module,
+    batch: dict,
+    bf16: bool,
+    optimizer: torch.optim.Optimizer | None,
+) -> None:
+    """One training step of ``run`` (``module.model`` or its compiled form) on ``batch``: forward under bf16
+    autocast or not, cross-entropy, backward and, given an ``optimizer``, its step."""
+    inputs = {key: batch[key] for key in module.model_inputs if key in batch}
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits = run(**inputs).logits
+    torch.nn.functional.cross_entropy(logits.float(), batch["labels"]).backward()
+    if optimizer is not None:
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)

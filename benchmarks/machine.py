@@ -5,20 +5,16 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
-from pathlib import Path
+
+from peft_glue.training.hardware import cpuinfo
 
 PACKAGES = ("torch", "transformers", "peft", "pytorch-lightning", "datasets", "accelerate")
 
 
 def machine_info() -> dict:
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        cpuinfo = ""
-    model = next(
-        (line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if "model name" in line), None
-    )
-    flags_line = next((line for line in cpuinfo.splitlines() if line.startswith("flags")), "")
+    text = cpuinfo()
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if "model name" in line), None)
+    flags_line = next((line for line in text.splitlines() if line.startswith("flags")), "")
     flags = set(flags_line.split(":", 1)[-1].split())
     versions = {}
     for package in PACKAGES:

@@ -20,7 +20,7 @@ from collections import defaultdict
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from benchmarks.framework_step import FrameworkStep, step_parser
+from benchmarks.framework_step import FrameworkStep, step_parser, train_step
 from peft_glue.training.compiled_step import compile_model
 
 MATMUL_OPS = ("aten::addmm", "aten::mm", "aten::bmm", "aten::matmul", "aten::linear", "mkldnn")
@@ -58,13 +58,13 @@ def main() -> None:
         torch._inductor.config.cpp.enable_kernel_profile = True
         run = compile_model(module.model)
         for batch in batches[3:]:  # compile for these batches first (dynamic shapes: once)
-            step_of(run, setup, batch, None)
+            train_step(module, run, batch, setup.bf16, None)
         module.model.zero_grad(set_to_none=True)
     optimizer = setup.new_optimizer(module)
     pending = iter(batches)
 
     def step() -> None:
-        step_of(run, setup, next(pending), optimizer)
+        train_step(module, run, next(pending), setup.bf16, optimizer)
 
     for _ in range(3):  # warm-up: allocator, oneDNN primitive caches
         step()
@@ -101,17 +101,6 @@ def main() -> None:
     )
     print()
     print(events.table(sort_by="self_cpu_time_total", row_limit=15))
-
-
-def step_of(run: torch.nn.Module, setup: FrameworkStep, batch: dict, optimizer: torch.optim.Optimizer | None):
-    """Forward, backward and (with ``optimizer``) the AdamW step of ``run`` on one batch."""
-    inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in batch}
-    with setup.autocast():
-        logits = run(**inputs).logits
-    torch.nn.functional.cross_entropy(logits.float(), batch["labels"]).backward()
-    if optimizer is not None:
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
 
 
 if __name__ == "__main__":

@@ -119,6 +119,7 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
     record.save(resumed_from=str(checkpoint) if checkpoint else None)
     with CompileClock() as compiling:
         trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
+    compiled = module.compiled_model is not None
     restore_fp32(model, fp32_originals)  # exports, merges, test and predict: the fp32 model, as without it
     history = module.val_history
     record.save(
@@ -135,8 +136,8 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
         train_seconds=round(throughput.seconds, 2),
         train_samples=throughput.samples,  # all ranks together
         train_samples_per_second=throughput.samples_per_second,
-        compile=module.compiled_model is not None,  # set, or chosen by the run's length (compiled_step.py)
-        compile_seconds=round(compiling.seconds, 2) if module.compiled_model is not None else None,
+        compile=compiled,  # set, or chosen by the run's length (compiled_step.py)
+        compile_seconds=round(compiling.seconds, 2) if compiled else None,
         exports=export_trained(method, model, parts.tokenizer, record.folder, cfg.merge)
         if record.writes
         else None,

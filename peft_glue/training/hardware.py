@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 
 
-def cpu_flags() -> str:
-    """/proc/cpuinfo's text (empty where there is none, as on macOS)."""
+def cpuinfo() -> str:
+    """/proc/cpuinfo's text: model name, flags (empty where there is none, as on macOS)."""
     try:
         return Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -21,13 +21,13 @@ def cpu_flags() -> str:
 def cpu_has_fast_bf16() -> bool:
     """bf16 matmuls beat fp32 on CPUs with AVX512-BF16 or AMX; without them oneDNN emulates bf16, and it is
     slower (measured in benchmarks/README.md)."""
-    flags = cpu_flags()
+    flags = cpuinfo()
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def cpu_has_amx() -> bool:
     """AMX tiles for bf16 matmuls (Sapphire Rapids and later): where a compiled step was measured to pay."""
-    return "amx_bf16" in cpu_flags()
+    return "amx_bf16" in cpuinfo()
 
 
 def best_precision() -> str:

@@ -17,6 +17,7 @@ import torch
 
 from peft_glue.record import Provenance, looks_local
 from peft_glue.training.file_task import FileTask
+from peft_glue.training.hardware import cpuinfo
 from peft_glue.training.tasks import GlueTask
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
@@ -78,12 +79,9 @@ def library_versions() -> dict[str, str]:
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    for line in cpuinfo().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
 
 
