@@ -189,15 +189,17 @@ def test_a_compilation_nobody_asked_for_runs_eagerly_where_it_fails(monkeypatch)
         raise RuntimeError("Inductor failed")
 
     monkeypatch.setattr("torch._inductor.compile_fx.compile_fx", broken_backend)
-    monkeypatch.setattr(torch._dynamo.config, "suppress_errors", False)  # restored after the test
     torch.manual_seed(0)
     model, x = torch.nn.Linear(4, 2), torch.randn(3, 4)
+    # torch's own patch restores the flag compile_model sets (monkeypatch's undo deletes it from the config)
+    with torch._dynamo.config.patch(suppress_errors=False):
+        torch._dynamo.reset()
+        with pytest.raises(Exception, match="Inductor failed"):
+            compile_model(model)(x)
+        torch._dynamo.reset()
+        assert torch.equal(compile_model(model, eager_on_error=True)(x), model(x))
     torch._dynamo.reset()
-    with pytest.raises(Exception, match="Inductor failed"):
-        compile_model(model)(x)
-    torch._dynamo.reset()
-    assert torch.equal(compile_model(model, eager_on_error=True)(x), model(x))
-    torch._dynamo.reset()
+    assert torch._dynamo.config.suppress_errors is False
 
 
 def batches(tiny_bert: Path, tiny_glue: Path) -> list[dict]:
