@@ -74,10 +74,6 @@ class FrameworkStep:
         """Whether the step runs under bf16 autocast (``trainer.precision=bf16-mixed``)."""
         return str(self.cfg.trainer.precision) in BF16_MIXED
 
-    def autocast(self) -> torch.autocast:
-        """The step's autocast context, as Lightning's precision plugin opens it."""
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
-
     def new_module(self, frozen_bf16: bool | None = None) -> GlueClassifier:
         """A fresh classifier with the method applied, the configured dropout (`cpu_dropout`) and, under
         bf16-mixed, the frozen weights in bf16 (`frozen_bf16`, or the argument), in the framework's
