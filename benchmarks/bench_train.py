@@ -45,6 +45,7 @@ from benchmarks.options import REPO_ROOT, add_training_options
 from benchmarks.report import compile_break_even, ratios, summarise, write_report
 from benchmarks.tiny_families import FAMILIES, MINILM_SIZE, write_tiny_family
 from benchmarks.variants import VARIANTS, parse_variants
+from peft_glue.training.callbacks import TrainThroughput
 
 MODULE = "benchmarks.bench_train"  # run as `python -m benchmarks.bench_train`, workers too
 RESULT_MARKER = "BENCH_RESULT "  # a worker's JSON line starts with this; the rest of its output is noise
@@ -159,6 +160,7 @@ def run_framework(args: argparse.Namespace, name: str) -> dict:
         "samples": min(args.examples, record.get("train_subset") or args.examples),
         "seconds": record["train_seconds"],
         "samples_per_second": record["train_samples_per_second"],
+        "steady_samples_per_second": record.get("train_steady_samples_per_second"),
         "precision": record.get("precision"),
         "peak_memory_mb": record.get("peak_memory_mb"),
         "frozen_bf16": record.get("frozen_bf16"),
@@ -317,6 +319,8 @@ def orchestrate(args: argparse.Namespace) -> int:
         },
         "variants": summary,
         "ratios": ratios(summary),
+        "steady_ratios": ratios(summary, steady=True),
+        "warm_up_steps": TrainThroughput.WARM_UP_STEPS,
         "compile_break_even": compile_break_even(summary, args.batch_size),
     }
     text = write_report(report, args.out)

@@ -11,6 +11,7 @@ from typing import Any
 from benchmarks.glue_slice import Slice
 from benchmarks.hydra_config import Hyperparameters
 from benchmarks.variants import Variant
+from peft_glue.training.callbacks import TrainThroughput
 
 
 def build_baseline_model(path: str, method: str, num_labels: int, lora: dict[str, Any] | None) -> Any:
@@ -90,10 +91,16 @@ def train_baseline(
     collator = ShapeRecorder(default_data_collator if variant.padded else DataCollatorWithPadding(tokenizer))
 
     class Timer(TrainerCallback):
-        start = end = 0.0
+        """The training loop's seconds, and the seconds after the framework's warm-up steps."""
+
+        start = end = steady_start = 0.0
 
         def on_train_begin(self, *_: Any, **__: Any) -> None:
             self.start = time.perf_counter()
+
+        def on_step_end(self, _args: Any, state: Any, *__: Any, **___: Any) -> None:
+            if state.global_step == TrainThroughput.WARM_UP_STEPS:
+                self.steady_start = time.perf_counter()
 
         def on_train_end(self, *_: Any, **__: Any) -> None:
             if cuda:
@@ -138,12 +145,16 @@ def train_baseline(
         metrics = trainer.train().metrics
     seconds = timer.end - timer.start
     samples = sum(count for count, _ in collator.shapes)
+    steady_samples = sum(count for count, _ in collator.shapes[TrainThroughput.WARM_UP_STEPS :])
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     cuda_mb = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
     return {
         "samples": samples,
         "seconds": seconds,
         "samples_per_second": samples / seconds,
+        "steady_samples_per_second": steady_samples / (timer.end - timer.steady_start)
+        if timer.steady_start
+        else None,
         "trainer_samples_per_second": metrics.get("train_samples_per_second"),
         "train_loss": metrics.get("train_loss"),
         "precision": "bf16 autocast" if variant.bf16 else "fp32",

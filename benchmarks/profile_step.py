@@ -29,7 +29,7 @@ GROUPS = {
     "casts (dtype conversions, copies)": ("aten::to", "aten::_to_copy", "aten::copy_"),
     "attention (sdpa)": ("scaled_dot_product", "_flash_attention", "_efficient_attention"),
     "layer norm": ("layer_norm",),
-    "dropout masks": ("bernoulli", "random_", "aten::lt", "keep_mask"),
+    "dropout masks": ("bernoulli", "random_", "aten::lt", "random_draws"),
     "compiled fused kernels (elementwise, norms, softmax)": ("cpp_fused",),
     "compiled graphs' own code (Python wrapper)": ("CompiledFxGraph", "CompiledFunction", "Compiled Region"),
     "gelu / elementwise": ("gelu", "dropout", "aten::add", "aten::mul", "aten::div", "aten::sub"),

@@ -63,23 +63,27 @@ def summarise(
             executed_fraction_of_peak=executed / seconds_at_median / peak_flops if executed else None,
         )
         entry["train_loss"] = [r["train_loss"] for r in results]
+        steady = [r.get("steady_samples_per_second") for r in results]
+        entry["steady_samples_per_second"] = steady if all(steady) else None
         if variant.framework is not None:
             entry["command"] = results[0]["command"]
             entry["frozen_bf16"] = results[0].get("frozen_bf16")
             if variant.compiled:
                 compile_seconds = [r["compile_seconds"] for r in results]
-                steady = [count / (r["seconds"] - c) for r, c in zip(results, compile_seconds, strict=True)]
-                entry.update(compile_seconds=compile_seconds, steady_samples_per_second=steady)
+                pairs = zip(results, compile_seconds, strict=True)
+                uncompiled = [count / (r["seconds"] - seconds) for r, seconds in pairs]
+                entry.update(compile_seconds=compile_seconds, uncompiled_samples_per_second=uncompiled)
         else:
             entry["trainer_samples_per_second"] = [r["trainer_samples_per_second"] for r in results]
             entry["slice_fingerprint"] = results[0]["slice_fingerprint"]
     return summary
 
 
-def ratios(summary: dict[str, dict]) -> dict[str, float]:
+def ratios(summary: dict[str, dict], steady: bool = False) -> dict[str, float]:
     """Each framework variant's median samples/s divided by every other variant's: above 1 means it trains
-    faster. A compiled variant counts its steady state (compile time taken out; see compile_break_even)."""
-    speed = {name: steady_speed(entry) for name, entry in summary.items()}
+    faster. Whole runs (``steady`` False): first steps in, a compiled variant's compile time out;
+    ``steady``: every variant after its first warm-up steps (``TrainThroughput.WARM_UP_STEPS``)."""
+    speed = {name: run_speed(entry, steady) for name, entry in summary.items()}
     out = {}
     for name, ours in speed.items():
         if ours is None or VARIANTS[name].framework is None:
@@ -90,31 +94,41 @@ def ratios(summary: dict[str, dict]) -> dict[str, float]:
     return out
 
 
-def steady_speed(entry: dict) -> float | None:
-    """Median samples/s; for a compiled variant, that of its steady state (compile time taken out)."""
-    steady = entry.get("steady_samples_per_second")
-    return statistics.median(steady) if steady else entry.get("median_samples_per_second")
+def run_speed(entry: dict, steady: bool = False) -> float | None:
+    """Median samples/s: of the steady state (``steady``), or of the whole run with a compiled variant's
+    compile time taken out."""
+    values = entry.get("steady_samples_per_second" if steady else "uncompiled_samples_per_second")
+    if values:
+        return statistics.median(values)
+    return None if steady else entry.get("median_samples_per_second")
 
 
 def compile_break_even(summary: dict[str, dict], batch_size: int) -> dict | None:
-    """How many training steps a compiled run needs before its compile time is paid back by its faster
-    steps, against the same run eager ((a)): compile seconds / (eager - compiled seconds per step). Cold:
-    the first repeat (Inductor's on-disk cache empty, if it was); warm: the median of later repeats, which
-    find the compiled kernels in the cache."""
+    """How many training steps a compiled run needs before its one-off cost is paid back by its faster
+    steps, against the same run eager ((a)): extra one-off seconds / (eager - compiled seconds per step in
+    the steady state). A run's one-off seconds: its train seconds beyond its examples at its steady speed
+    (compiling, and first steps' costs that Dynamo's compile time misses). Cold: the first repeat
+    (Inductor's on-disk cache empty, if it was); warm: the median of later repeats."""
     eager, compiled = summary.get("framework", {}), summary.get("framework_compiled", {})
-    if not eager.get("median_samples_per_second") or not compiled.get("compile_seconds"):
+    if not eager.get("steady_samples_per_second") or not compiled.get("steady_samples_per_second"):
         return None
-    eager_step = batch_size / eager["median_samples_per_second"]
-    compiled_step = batch_size / steady_speed(compiled)
+
+    def one_off(entry: dict) -> list[float]:
+        pairs = zip(entry["seconds"], entry["steady_samples_per_second"], strict=True)
+        return [seconds - entry["examples"] / speed for seconds, speed in pairs]
+
+    eager_step = batch_size / run_speed(eager, steady=True)
+    compiled_step = batch_size / run_speed(compiled, steady=True)
     saved = eager_step - compiled_step
-    seconds = compiled["compile_seconds"]
-    warm = statistics.median(seconds[1:]) if len(seconds) > 1 else None
+    extra = [seconds - statistics.median(one_off(eager)) for seconds in one_off(compiled)]
+    warm = statistics.median(extra[1:]) if len(extra) > 1 else None
     return {
         "eager_seconds_per_step": eager_step,
         "compiled_seconds_per_step": compiled_step,
-        "compile_seconds_cold": seconds[0],
-        "compile_seconds_warm": warm,
-        "steps_cold": seconds[0] / saved if saved > 0 else None,  # None: compiling never pays
+        "compile_seconds_cold": compiled["compile_seconds"][0],
+        "one_off_seconds_cold": extra[0],
+        "one_off_seconds_warm": warm,
+        "steps_cold": extra[0] / saved if saved > 0 else None,  # None: compiling never pays
         "steps_warm": warm / saved if saved > 0 and warm is not None else None,
     }
 
@@ -148,9 +162,10 @@ def markdown(report: dict) -> str:
         f"framework's own loader: {same}",
         f"- Repeats: {cfg['repeats']}, variants interleaved; median samples/s shown",
         "",
-        "| | variant | precision | examples | median samples/s | all repeats | (a) ÷ this | peak MB "
+        "| | variant | precision | examples | median samples/s | all repeats | steady samples/s | (a) ÷ this "
+        "| peak MB "
         "| useful GFLOP/s | % peak | executed GFLOP/s | % peak |",
-        "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     ratio = report["ratios"]
     for name, entry in report["variants"].items():
@@ -162,6 +177,7 @@ def markdown(report: dict) -> str:
         lines.append(
             f"| {entry['letter']} | {name} | {entry['precision']} | {entry['examples']} "
             f"| {fmt(entry['median_samples_per_second'])} | {values} "
+            f"| {fmt(run_speed(entry, steady=True))} "
             f"| {fmt(ratio.get(f'framework/{name}'), 2, suffix='x') if name != 'framework' else '1.00x'} "
             f"| {fmt(entry['peak_memory_mb'], 0)} "
             f"| {fmt(entry['useful_flop_per_second'], 2, 1e9)} "
@@ -175,10 +191,13 @@ def markdown(report: dict) -> str:
         "Samples/s: training examples / seconds from the start to the end of the training loop (the "
         "framework's `train_samples_per_second` in results.json; for the baselines a TrainerCallback over "
         "on_train_begin..on_train_end); model loading, tokenization and dataloader setup excluded, first "
-        "steps included. Peak MB: peak RSS of the variant's own process (peak CUDA memory allocated on a "
-        "GPU), the largest over repeats; it includes loading and tokenizing (the framework also loads the "
-        "validation and test splits). Useful FLOPs count real tokens only; executed FLOPs count every "
-        f"padded position the kernels computed (per-batch padded length; {cfg['max_length']} for (b)). "
+        "steps included. Steady samples/s: the same after the first "
+        f"{report.get('warm_up_steps', '?')} steps, which leaves out one-off costs (compiling, first "
+        "allocations), for every variant alike. Peak MB: peak RSS of the variant's own process (peak CUDA "
+        "memory allocated on a GPU), the largest over repeats; it includes loading and tokenizing (the "
+        "framework also loads the validation and test splits). Useful FLOPs count real tokens only; "
+        "executed FLOPs count every padded position the kernels computed (per-batch padded length; "
+        f"{cfg['max_length']} for (b)). "
         "Training FLOPs = 3x forward for full fine-tuning; for LoRA/BitFit frozen projections 2x, attention "
         "3x. % peak: against the square-matmul peak at the precision used (bf16 for bf16 runs). See "
         "benchmarks/README.md.",
@@ -196,21 +215,24 @@ def markdown(report: dict) -> str:
 KEY_RATIOS = {  # (numerator, denominator, what it answers)
     ("framework", "hf_dynamic"): "default vs tuned HF Trainer in fp32 (goal on AMX: >= 2x)",
     ("framework", "hf_dynamic_bf16"): "default vs tuned HF Trainer in bf16 (goal on AMX: >= 1.4x)",
-    ("framework_compiled", "hf_dynamic"): "compiled, steady state, vs HF fp32",
-    ("framework_compiled", "hf_dynamic_bf16"): "compiled, steady state, vs HF bf16",
+    ("framework_compiled", "hf_dynamic"): "compiled vs HF fp32",
+    ("framework_compiled", "hf_dynamic_bf16"): "compiled vs HF bf16",
     ("framework", "framework_today"): "frozen weights in bf16 vs cast at every step",
-    ("framework_compiled", "framework"): "compiled (steady state) vs eager",
+    ("framework_compiled", "framework"): "compiled vs eager",
     ("framework_fp32", "hf_dynamic"): "framework fp32 vs HF fp32 (equal precision)",
 }
 
 
 def key_ratios(report: dict) -> list[str]:
-    """The ratios the issue asks about, and the compile break-even, as Markdown lines."""
-    lines = ["", "| ratio | what | value |", "|---|---|---:|"]
+    """The ratios the issue asks about, whole runs and steady state, and the compile break-even, as
+    Markdown lines."""
+    steady = report.get("steady_ratios", {})
+    lines = ["", "| ratio | what | whole run | steady state |", "|---|---|---:|---:|"]
     for (ours, theirs), what in KEY_RATIOS.items():
-        value = report["ratios"].get(f"{ours}/{theirs}")
-        if value is not None:
-            lines.append(f"| {ours} / {theirs} | {what} | {value:.2f}x |")
+        key = f"{ours}/{theirs}"
+        if key in report["ratios"]:
+            whole, steady_ratio = report["ratios"][key], fmt(steady.get(key), 2, suffix="x")
+            lines.append(f"| {ours} / {theirs} | {what} | {whole:.2f}x | {steady_ratio} |")
     even = report.get("compile_break_even")
     if even:
         steps = {k: "never" if even[k] is None else f"{even[k]:,.0f}" for k in ("steps_cold", "steps_warm")}
@@ -220,10 +242,12 @@ def key_ratios(report: dict) -> list[str]:
         )
         lines += [
             "",
-            f"Compile break-even: {fmt(even['compile_seconds_cold'])} s of compiling (first repeat; later "
-            f"repeats {fmt(even['compile_seconds_warm'])} s with Inductor's cache) against "
-            f"{eager_ms - compiled_ms:.1f} ms saved a step ({eager_ms:.1f} -> {compiled_ms:.1f} ms): "
-            f"pays back after {steps['steps_cold']} steps ({steps['steps_warm']} with a warm cache).",
+            f"Compile break-even: {fmt(even['one_off_seconds_cold'])} s of one-off cost beyond the eager "
+            f"run's (first repeat, {fmt(even['compile_seconds_cold'])} s of it compiling; later repeats "
+            f"{fmt(even['one_off_seconds_warm'])} s with Inductor's cache) against "
+            f"{eager_ms - compiled_ms:.1f} ms saved a step in the steady state ({eager_ms:.1f} -> "
+            f"{compiled_ms:.1f} ms): pays back after {steps['steps_cold']} steps ({steps['steps_warm']} "
+            "with a warm cache).",
         ]
     return lines if len(lines) > 3 else []
 

@@ -14,6 +14,8 @@ from peft_glue.training.cpu_dropout import (
     ATTENTION,
     CpuDropout,
     fast_dropout,
+    lane_keep,
+    lane_mask,
     lane_thresholds,
     use_cpu_dropout,
 )
@@ -54,6 +56,19 @@ def test_both_halves_of_each_draw_are_used_alike():
     assert torch.allclose(
         kept, torch.tensor([0.7, 0.7], dtype=torch.float64), rtol=0, atol=sampling_band(0.7, n)
     )
+
+
+@pytest.mark.parametrize("n", [1, 2, 77, 4096])
+@pytest.mark.parametrize("p", [0.1, 0.3])
+def test_the_compiled_steps_mask_from_parity_thresholds_is_the_eager_one(n, p):
+    """lane_keep (a compiled step's mask: each element's lane threshold picked by its parity) keeps what
+    lane_mask (the eager step's: per-lane strided compares) keeps, from the same draws."""
+    thresholds = lane_thresholds(1 - p)
+    torch.manual_seed(5)
+    eager = lane_mask(torch.Size([n]), thresholds, torch.lt)
+    torch.manual_seed(5)
+    draws = torch.empty((n + 1) // 2, dtype=torch.int32).random_()
+    assert torch.equal(lane_keep(draws, thresholds, n), eager)
 
 
 def test_masks_follow_the_seed_and_the_gradient_follows_the_mask():

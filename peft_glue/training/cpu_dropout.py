@@ -38,14 +38,14 @@ def lane_thresholds(keep: float) -> tuple[int, int] | None:
 
 def fast_dropout(x: torch.Tensor, p: float, site: int = 0) -> torch.Tensor:
     """``nn.functional.dropout(x, p, training=True)``, with the mask drawn from 16-bit random integers.
-    ``site`` tells dropouts of the same tensor apart in a compiled graph (``keep_mask``)."""
+    ``site`` tells dropouts of the same tensor apart in a compiled graph (``random_draws``)."""
     if p >= 1.0:
         return torch.zeros_like(x)
     thresholds = lane_thresholds(1.0 - p)
     if thresholds is None:
         return x
-    if torch.compiler.is_compiling():  # one opaque op in the graph: no graph break, the same draws
-        keep = keep_mask(x, thresholds[0], thresholds[1], site)
+    if torch.compiler.is_compiling():
+        keep = lane_keep(random_draws(x, site), thresholds, x.numel()).view(x.shape)
     else:
         keep = lane_mask(x.shape, thresholds, torch.lt, x.device)
     return x * keep.to(x.dtype).mul_(1.0 / (1.0 - p))
@@ -65,19 +65,31 @@ def lane_mask(
     return mask.view(-1)[:n].view(shape)
 
 
-@torch.library.custom_op("peft_glue::keep_mask", mutates_args=(), tags=(torch.Tag.nondeterministic_seeded,))
-def keep_mask(x: torch.Tensor, low: int, high: int, site: int) -> torch.Tensor:
-    """``lane_mask(x.shape, (low, high), torch.lt)`` as a custom op, for ``torch.compile``: Dynamo cannot
-    trace ``random_()`` (a graph break at every dropout), and an op of its own keeps torch's generator, so
-    a compiled step draws the masks an eager one draws. The compiler merges calls with equal arguments, so
-    each takes ``x`` (ordered after what computes it) and its dropout's ``site`` (LoRA's dropouts of query
-    and value see the same ``x``); tagged nondeterministic, so that it is not recomputed in the backward."""
-    return lane_mask(x.shape, (low, high), torch.lt, x.device)
+def lane_keep(draws: torch.Tensor, thresholds: tuple[int, int], n: int) -> torch.Tensor:
+    """``lane_mask``'s keep mask (flat, ``n`` long) from its int32 ``draws``, written for the compiler: the
+    threshold of element i is its lane's, picked by the parity of i, so that Inductor fuses the compare
+    into the kernel that applies the mask (no mask tensor of its own, no strided writes)."""
+    halves = draws.view(torch.int16)[:n]
+    odd = torch.arange(n, device=draws.device) % 2
+    return halves < thresholds[0] + (thresholds[1] - thresholds[0]) * odd
 
 
-@keep_mask.register_fake
-def _(x: torch.Tensor, low: int, high: int, site: int) -> torch.Tensor:
-    return torch.empty(x.shape, dtype=torch.bool, device=x.device)
+@torch.library.custom_op(
+    "peft_glue::random_draws", mutates_args=(), tags=(torch.Tag.nondeterministic_seeded,)
+)
+def random_draws(x: torch.Tensor, site: int) -> torch.Tensor:
+    """``lane_mask``'s int32 draws for a dropout of ``x``, as a custom op for ``torch.compile``: Dynamo
+    cannot trace ``random_()`` (a graph break at every dropout), and an op of its own keeps torch's
+    generator, so a compiled step draws the masks an eager one draws. The compiler merges calls with equal
+    arguments, so each takes ``x`` (ordered after what computes it) and its dropout's ``site`` (LoRA's
+    dropouts of query and value see the same ``x``); tagged nondeterministic, so that it is not recomputed
+    in the backward."""
+    return torch.empty((x.numel() + 1) // 2, dtype=torch.int32, device=x.device).random_()
+
+
+@random_draws.register_fake
+def _(x: torch.Tensor, site: int) -> torch.Tensor:
+    return torch.empty(((x.numel() + 1) // 2,), dtype=torch.int32, device=x.device)
 
 
 class CpuDropout(nn.Dropout):
