@@ -2,7 +2,9 @@
 
 Every variant trains the same model (all-MiniLM-L6-v2, or --model: another conf/model option, a model folder,
 or a family name such as roberta, built randomly initialised at MiniLM's size), with the same method, batch
-size, seed and the same N training examples, for one epoch, without evaluation or checkpoints:
+size, seed and the same N training examples, for --epochs epochs (2), without evaluation or checkpoints;
+the last epoch, with the same examples as the first and none of a run's one-off costs (compiling, first
+allocations), gives each variant's steady speed:
 
   (a) framework        python -m peft_glue.train (Lightning + Hydra), per-batch padding, length grouping
   (b) hf_padded        transformers.Trainer, every example padded to 128 tokens (run_glue.py's default), fp32
@@ -45,7 +47,6 @@ from benchmarks.options import REPO_ROOT, add_training_options
 from benchmarks.report import compile_break_even, ratios, summarise, write_report
 from benchmarks.tiny_families import FAMILIES, MINILM_SIZE, write_tiny_family
 from benchmarks.variants import VARIANTS, parse_variants
-from peft_glue.training.callbacks import TrainThroughput
 
 MODULE = "benchmarks.bench_train"  # run as `python -m benchmarks.bench_train`, workers too
 RESULT_MARKER = "BENCH_RESULT "  # a worker's JSON line starts with this; the rest of its output is noise
@@ -71,7 +72,7 @@ def benchmark_overrides(args: argparse.Namespace, variant: tuple[str, ...] = ())
         "data.group_by_length=true",
         "data.num_workers=0",
         f"data.data_dir={override_value(str(args.glue_dir))}",
-        "trainer.max_epochs=1",
+        f"trainer.max_epochs={args.epochs}",
         "trainer.limit_val_batches=0",
         "trainer.num_sanity_val_steps=0",
         "trainer.enable_progress_bar=false",
@@ -117,6 +118,7 @@ def run_worker(args: argparse.Namespace) -> None:
             hparams=Hyperparameters.from_config(cfg),
             batch_size=args.batch_size,
             seed=args.seed,
+            epochs=args.epochs,
         )
     print(RESULT_MARKER + json.dumps(result), flush=True)
 
@@ -157,10 +159,10 @@ def run_framework(args: argparse.Namespace, name: str) -> dict:
     if record.get("status") != "completed":
         raise BenchError(f"peft_glue.train ended with status {record.get('status')}: {record.get('error')}")
     return {
-        "samples": min(args.examples, record.get("train_subset") or args.examples),
+        "samples": record.get("train_samples"),
         "seconds": record["train_seconds"],
         "samples_per_second": record["train_samples_per_second"],
-        "steady_samples_per_second": record.get("train_steady_samples_per_second"),
+        "steady_samples_per_second": (record.get("train_epoch_samples_per_second") or [None])[-1],
         "precision": record.get("precision"),
         "peak_memory_mb": record.get("peak_memory_mb"),
         "frozen_bf16": record.get("frozen_bf16"),
@@ -185,7 +187,7 @@ def worker_command(args: argparse.Namespace, worker: str) -> list[str]:
     command += ["--task", args.task, "--method", args.method, "--examples", str(args.examples)]
     command += ["--model", args.model]
     command += ["--padded-examples", str(args.padded_examples), "--batch-size", str(args.batch_size)]
-    command += ["--seed", str(args.seed), "--glue-dir", str(args.glue_dir)]
+    command += ["--seed", str(args.seed), "--glue-dir", str(args.glue_dir), "--epochs", str(args.epochs)]
     if args.precision:
         command += ["--precision", args.precision]
     return command + (["--peak-size", str(args.peak_size)] if args.peak_size else [])
@@ -287,6 +289,7 @@ def orchestrate(args: argparse.Namespace) -> int:
             "batch_size": args.batch_size,
             "seed": args.seed,
             "repeats": args.repeats,
+            "epochs": args.epochs,
             "framework_precision": args.precision or "framework default",
             "learning_rate": hparams.learning_rate,
             "weight_decay": hparams.weight_decay,
@@ -320,7 +323,6 @@ def orchestrate(args: argparse.Namespace) -> int:
         "variants": summary,
         "ratios": ratios(summary),
         "steady_ratios": ratios(summary, steady=True),
-        "warm_up_steps": TrainThroughput.WARM_UP_STEPS,
         "compile_break_even": compile_break_even(summary, args.batch_size),
     }
     text = write_report(report, args.out)
@@ -349,6 +351,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "not depend on the sentences",
     )
     parser.add_argument("--repeats", type=int, default=3, help="runs per variant; the median is reported")
+    parser.add_argument(
+        "--epochs", type=int, default=2, help="epochs per run; the last one's speed is the steady one (2)"
+    )
     parser.add_argument(
         "--variants",
         nargs="+",

@@ -11,7 +11,6 @@ from typing import Any
 from benchmarks.glue_slice import Slice
 from benchmarks.hydra_config import Hyperparameters
 from benchmarks.variants import Variant
-from peft_glue.training.callbacks import TrainThroughput
 
 
 def build_baseline_model(path: str, method: str, num_labels: int, lora: dict[str, Any] | None) -> Any:
@@ -63,6 +62,7 @@ def train_baseline(
     hparams: Hyperparameters,
     batch_size: int,
     seed: int,
+    epochs: int = 1,
 ) -> dict:
     """One timed transformers.Trainer run over ``data``; the timer spans on_train_begin..on_train_end, as the
     framework's callback spans on_train_start..on_train_end (dataloader and optimizer setup outside, first
@@ -91,16 +91,20 @@ def train_baseline(
     collator = ShapeRecorder(default_data_collator if variant.padded else DataCollatorWithPadding(tokenizer))
 
     class Timer(TrainerCallback):
-        """The training loop's seconds, and the seconds after the framework's warm-up steps."""
+        """The training loop's seconds, and the last epoch's."""
 
-        start = end = steady_start = 0.0
+        start = end = epoch_start = epoch_seconds = 0.0
 
         def on_train_begin(self, *_: Any, **__: Any) -> None:
             self.start = time.perf_counter()
 
-        def on_step_end(self, _args: Any, state: Any, *__: Any, **___: Any) -> None:
-            if state.global_step == TrainThroughput.WARM_UP_STEPS:
-                self.steady_start = time.perf_counter()
+        def on_epoch_begin(self, *_: Any, **__: Any) -> None:
+            self.epoch_start = time.perf_counter()
+
+        def on_epoch_end(self, *_: Any, **__: Any) -> None:
+            if cuda:
+                torch.cuda.synchronize()
+            self.epoch_seconds = time.perf_counter() - self.epoch_start
 
         def on_train_end(self, *_: Any, **__: Any) -> None:
             if cuda:
@@ -111,7 +115,7 @@ def train_baseline(
     with tempfile.TemporaryDirectory(prefix="bench_hf_") as output_dir:
         training_args = TrainingArguments(
             output_dir=output_dir,
-            num_train_epochs=1,
+            num_train_epochs=epochs,
             per_device_train_batch_size=batch_size,
             learning_rate=hparams.learning_rate,
             # Trainer, like the framework, spares biases and LayerNorm weights from weight decay
@@ -145,21 +149,19 @@ def train_baseline(
         metrics = trainer.train().metrics
     seconds = timer.end - timer.start
     samples = sum(count for count, _ in collator.shapes)
-    steady_samples = sum(count for count, _ in collator.shapes[TrainThroughput.WARM_UP_STEPS :])
+    epoch_shapes = collator.shapes[: len(collator.shapes) // epochs]  # every epoch batches alike
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     cuda_mb = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
     return {
         "samples": samples,
         "seconds": seconds,
         "samples_per_second": samples / seconds,
-        "steady_samples_per_second": steady_samples / (timer.end - timer.steady_start)
-        if timer.steady_start
-        else None,
+        "steady_samples_per_second": len(data) / timer.epoch_seconds if epochs > 1 else None,
         "trainer_samples_per_second": metrics.get("train_samples_per_second"),
         "train_loss": metrics.get("train_loss"),
         "precision": "bf16 autocast" if variant.bf16 else "fp32",
         "peak_memory_mb": cuda_mb if cuda_mb else rss_mb,
         "peak_rss_mb": rss_mb,
-        "batch_shapes": collator.shapes,
+        "batch_shapes": epoch_shapes,
         "slice_fingerprint": data.fingerprint(),
     }

@@ -71,7 +71,7 @@ def summarise(
             if variant.compiled:
                 compile_seconds = [r["compile_seconds"] for r in results]
                 pairs = zip(results, compile_seconds, strict=True)
-                uncompiled = [count / (r["seconds"] - seconds) for r, seconds in pairs]
+                uncompiled = [trained(r) / (r["seconds"] - seconds) for r, seconds in pairs]
                 entry.update(compile_seconds=compile_seconds, uncompiled_samples_per_second=uncompiled)
         else:
             entry["trainer_samples_per_second"] = [r["trainer_samples_per_second"] for r in results]
@@ -79,10 +79,15 @@ def summarise(
     return summary
 
 
+def trained(result: dict) -> float:
+    """The samples a run trained on, over all its epochs."""
+    return result["samples_per_second"] * result["seconds"]
+
+
 def ratios(summary: dict[str, dict], steady: bool = False) -> dict[str, float]:
     """Each framework variant's median samples/s divided by every other variant's: above 1 means it trains
     faster. Whole runs (``steady`` False): first steps in, a compiled variant's compile time out;
-    ``steady``: every variant after its first warm-up steps (``TrainThroughput.WARM_UP_STEPS``)."""
+    ``steady``: every variant's last epoch (the same examples as its first, no one-off costs)."""
     speed = {name: run_speed(entry, steady) for name, entry in summary.items()}
     out = {}
     for name, ours in speed.items():
@@ -95,8 +100,8 @@ def ratios(summary: dict[str, dict], steady: bool = False) -> dict[str, float]:
 
 
 def run_speed(entry: dict, steady: bool = False) -> float | None:
-    """Median samples/s: of the steady state (``steady``), or of the whole run with a compiled variant's
-    compile time taken out."""
+    """Median samples/s: of the steady state (``steady``: the last epoch), or of the whole run with a
+    compiled variant's compile time taken out."""
     values = entry.get("steady_samples_per_second" if steady else "uncompiled_samples_per_second")
     if values:
         return statistics.median(values)
@@ -106,16 +111,17 @@ def run_speed(entry: dict, steady: bool = False) -> float | None:
 def compile_break_even(summary: dict[str, dict], batch_size: int) -> dict | None:
     """How many training steps a compiled run needs before its one-off cost is paid back by its faster
     steps, against the same run eager ((a)): extra one-off seconds / (eager - compiled seconds per step in
-    the steady state). A run's one-off seconds: its train seconds beyond its examples at its steady speed
-    (compiling, and first steps' costs that Dynamo's compile time misses). Cold: the first repeat
+    the steady state, the last epoch). A run's one-off seconds: its train seconds beyond its samples at its
+    steady speed (compiling, and first steps' costs that Dynamo's compile time misses). Cold: the first repeat
     (Inductor's on-disk cache empty, if it was); warm: the median of later repeats."""
     eager, compiled = summary.get("framework", {}), summary.get("framework_compiled", {})
     if not eager.get("steady_samples_per_second") or not compiled.get("steady_samples_per_second"):
         return None
 
     def one_off(entry: dict) -> list[float]:
-        pairs = zip(entry["seconds"], entry["steady_samples_per_second"], strict=True)
-        return [seconds - entry["examples"] / speed for seconds, speed in pairs]
+        steady = entry["steady_samples_per_second"]
+        runs = zip(entry["seconds"], entry["samples_per_second"], steady, strict=True)
+        return [seconds * (1 - speed / steady) for seconds, speed, steady in runs]
 
     eager_step = batch_size / run_speed(eager, steady=True)
     compiled_step = batch_size / run_speed(compiled, steady=True)
@@ -147,7 +153,7 @@ def markdown(report: dict) -> str:
     ]
     lines = [
         f"# Training throughput: {cfg['task']}, {cfg['method']} ({cfg.get('model', 'minilm')}, "
-        f"batch {cfg['batch_size']}, seed {cfg['seed']}, 1 epoch)",
+        f"batch {cfg['batch_size']}, seed {cfg['seed']}, {cfg.get('epochs', 1)} epochs)",
         "",
         f"- Command: `{report['command']}`",
         f"- Date: {report['started']}",
@@ -191,13 +197,13 @@ def markdown(report: dict) -> str:
         "Samples/s: training examples / seconds from the start to the end of the training loop (the "
         "framework's `train_samples_per_second` in results.json; for the baselines a TrainerCallback over "
         "on_train_begin..on_train_end); model loading, tokenization and dataloader setup excluded, first "
-        "steps included. Steady samples/s: the same after the first "
-        f"{report.get('warm_up_steps', '?')} steps, which leaves out one-off costs (compiling, first "
-        "allocations), for every variant alike. Peak MB: peak RSS of the variant's own process (peak CUDA "
-        "memory allocated on a GPU), the largest over repeats; it includes loading and tokenizing (the "
-        "framework also loads the validation and test splits). Useful FLOPs count real tokens only; "
-        "executed FLOPs count every padded position the kernels computed (per-batch padded length; "
-        f"{cfg['max_length']} for (b)). "
+        "steps included. Steady samples/s: the last epoch's (the same examples as the first; for the "
+        "baselines a TrainerCallback over on_epoch_begin..on_epoch_end), which leaves out one-off costs "
+        "(compiling, first allocations), for every variant alike. Peak MB: peak RSS of the variant's own "
+        "process (peak CUDA memory allocated on a GPU), the largest over repeats; it includes loading and "
+        "tokenizing (the framework also loads the validation and test splits). Useful FLOPs count real "
+        "tokens only; executed FLOPs count every padded position the kernels computed (per-batch padded "
+        f"length; {cfg['max_length']} for (b)). "
         "Training FLOPs = 3x forward for full fine-tuning; for LoRA/BitFit frozen projections 2x, attention "
         "3x. % peak: against the square-matmul peak at the precision used (bf16 for bf16 runs). See "
         "benchmarks/README.md.",

@@ -161,8 +161,8 @@ class RunResults:
     train_seconds: float | None = None
     train_samples: int | None = None
     train_samples_per_second: float | None = None
-    # after the first TrainThroughput.WARM_UP_STEPS steps: without their one-off costs (compiling)
-    train_steady_samples_per_second: float | None = None
+    # each epoch's: the first with the run's one-off costs (compiling, first allocations), later ones without
+    train_epoch_samples_per_second: list[float] | None = None
     frozen_bf16: bool | None = None  # frozen linear weights stored in bf16 while training (bf16-mixed)
     compile: bool | None = None  # the training step was torch.compile'd
     compile_seconds: float | None = None  # of train_seconds, the time spent compiling

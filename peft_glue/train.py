@@ -136,7 +136,7 @@ def train(cfg: DictConfig, record: RunRecord) -> GlueClassifier | None:
         train_seconds=round(throughput.seconds, 2),
         train_samples=throughput.samples,  # all ranks together
         train_samples_per_second=throughput.samples_per_second,
-        train_steady_samples_per_second=throughput.steady_samples_per_second,
+        train_epoch_samples_per_second=throughput.epoch_samples_per_second,
         compile=compiled,  # set, or chosen by the run's length (compiled_step.py)
         compile_seconds=round(compiling.seconds, 2) if compiled else None,
         exports=export_trained(method, model, parts.tokenizer, record.folder, cfg.merge)

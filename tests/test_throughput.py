@@ -1,4 +1,4 @@
-"""The training throughput a run records: whole, and steady (after the warm-up steps)."""
+"""The training throughput a run records, whole and per epoch, and bench_train's use of it."""
 
 from types import SimpleNamespace
 
@@ -17,45 +17,61 @@ class FakeClock:
         return self.now
 
 
-def single_process() -> tuple[SimpleNamespace, SimpleNamespace]:
-    strategy = SimpleNamespace(reduce=lambda tensor, reduce_op: tensor)
-    return SimpleNamespace(strategy=strategy), SimpleNamespace(device=torch.device("cpu"))
-
-
-def test_steady_throughput_leaves_out_the_warm_up_steps_and_validation(monkeypatch):
-    """12 steps of 32 examples but the last of 8; the first step takes 5 s (compiling), the others 0.5 s,
-    and a 2 s validation falls after step 11: steady = the 2 steps after the 10 warm-up ones, 40 examples
-    in 1 s of training."""
+def test_each_epochs_throughput_leaves_out_validation_and_the_others_epochs(monkeypatch):
+    """Two epochs of 3 batches (32, 32, 8 examples): the first step takes 5 s (compiling), the others 0.5 s,
+    and each epoch ends with 2 s of validation: epoch speeds 72 / 6 s and 72 / 1.5 s."""
     clock = FakeClock()
     monkeypatch.setattr(callbacks.time, "perf_counter", clock)
-    trainer, module = single_process()
+    trainer = SimpleNamespace(strategy=SimpleNamespace(reduce=lambda tensor, reduce_op: tensor))
+    module = SimpleNamespace(device=torch.device("cpu"))
     throughput = TrainThroughput()
     throughput.on_train_start(trainer, module)
-    for step in range(12):
-        clock.now += 5.0 if step == 0 else 0.5
-        throughput.on_train_batch_end(
-            trainer, module, None, {"labels": [0] * (8 if step == 11 else 32)}, step
-        )
-        if step == 10:
-            throughput.on_validation_start(trainer, module)
-            clock.now += 2.0
-            throughput.on_validation_end(trainer, module)
+    for epoch in range(2):
+        throughput.on_train_epoch_start(trainer, module)
+        for step, size in enumerate((32, 32, 8)):
+            clock.now += 5.0 if (epoch, step) == (0, 0) else 0.5
+            throughput.on_train_batch_end(trainer, module, None, {"labels": [0] * size}, step)
+        throughput.on_validation_start(trainer, module)
+        clock.now += 2.0
+        throughput.on_validation_end(trainer, module)
+        throughput.on_train_epoch_end(trainer, module)
     throughput.on_train_end(trainer, module)
-    assert throughput.seconds == pytest.approx(5.0 + 11 * 0.5)
-    assert throughput.samples == 11 * 32 + 8
-    assert (throughput.steady_samples, throughput.steady_seconds) == (40, pytest.approx(1.0))
-    assert throughput.steady_samples_per_second == 40.0
+    assert (throughput.samples, throughput.seconds) == (144, pytest.approx(7.5))
+    assert throughput.epoch_samples == [72, 72]
+    assert throughput.epoch_seconds == pytest.approx([6.0, 1.5])
+    assert throughput.epoch_samples_per_second == [12.0, 48.0]
 
 
-def test_a_run_no_longer_than_its_warm_up_has_no_steady_throughput(monkeypatch):
-    clock = FakeClock()
-    monkeypatch.setattr(callbacks.time, "perf_counter", clock)
-    trainer, module = single_process()
-    throughput = TrainThroughput()
-    throughput.on_train_start(trainer, module)
-    for step in range(TrainThroughput.WARM_UP_STEPS):
-        clock.now += 1.0
-        throughput.on_train_batch_end(trainer, module, None, {"labels": [0] * 4}, step)
-    throughput.on_train_end(trainer, module)
-    assert throughput.samples_per_second == 4.0
-    assert throughput.steady_samples_per_second is None
+def test_bench_compares_steady_states_and_counts_a_compiles_whole_one_off_cost():
+    """bench_train's report: eager 400 samples/s in its last epoch (80 ms a step of 32) and 0.5 s of
+    one-off costs; compiled 512 samples/s (62.5 ms) with 40.5 s cold and 10.5 s / 12.5 s warm: 40 s and 11 s
+    more than eager, paid back after 40 / 0.0175 and 11 / 0.0175 steps. Two epochs of 2048 examples."""
+    from benchmarks.report import compile_break_even, ratios
+
+    eager_seconds = [4096 / 400 + 0.5] * 3
+    compiled_seconds = [8.0 + 40.5, 8.0 + 10.5, 8.0 + 12.5]
+    summary = {
+        "framework": {
+            "seconds": eager_seconds,
+            "samples_per_second": [4096 / seconds for seconds in eager_seconds],
+            "median_samples_per_second": 4096 / eager_seconds[0],
+            "steady_samples_per_second": [400.0] * 3,
+        },
+        "framework_compiled": {
+            "seconds": compiled_seconds,
+            "samples_per_second": [4096 / seconds for seconds in compiled_seconds],
+            "compile_seconds": [39.0, 9.0, 9.0],
+            "uncompiled_samples_per_second": [4096 / 9.5, 4096 / 9.5, 4096 / 11.5],
+            "steady_samples_per_second": [512.0] * 3,
+        },
+        "hf_dynamic": {"median_samples_per_second": 180.0, "steady_samples_per_second": [200.0] * 3},
+    }
+    even = compile_break_even(summary, batch_size=32)
+    assert even["compiled_seconds_per_step"] == pytest.approx(0.0625)
+    assert (even["one_off_seconds_cold"], even["one_off_seconds_warm"]) == pytest.approx((40.0, 11.0))
+    assert even["steps_cold"] == pytest.approx(40 / 0.0175)
+    assert even["steps_warm"] == pytest.approx(11 / 0.0175)
+    steady, whole = ratios(summary, steady=True), ratios(summary)
+    assert steady["framework_compiled/hf_dynamic"] == pytest.approx(2.56)
+    assert whole["framework_compiled/hf_dynamic"] == pytest.approx(4096 / 9.5 / 180)
+    assert whole["framework/hf_dynamic"] == pytest.approx(4096 / 10.74 / 180)

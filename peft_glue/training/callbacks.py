@@ -16,30 +16,35 @@ from omegaconf import DictConfig
 from peft_glue.record import FAILED, RESULTS_FILE, read_results
 
 
-class TrainThroughput(pl.Callback):
-    """Seconds spent training (validation excluded) and training samples processed; and the same after
-    the first ``WARM_UP_STEPS`` steps (``steady_*``), which leaves out the one-off costs of a run's first
-    steps (compiling, first allocations), so that runs of different lengths compare by their speed."""
+def wait_for_gpu() -> None:
+    """Let a GPU finish its queued work, so that a clock read after it counts that work."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
-    WARM_UP_STEPS = 10
+
+class TrainThroughput(pl.Callback):
+    """Seconds spent training (validation excluded) and training samples processed, in all and per epoch:
+    a first epoch carries one-off costs (compiling, first allocations) that later ones do not, so a later
+    epoch's speed compares runs that paid different one-off costs."""
 
     def __init__(self) -> None:
-        self.samples = self.steps = 0
+        self.samples = 0
         self.seconds = 0.0
-        self.steady_samples, self.steady_seconds = 0, 0.0
-        self._samples_before_steady = 0
-        self._fit_start = self._val_start = self._steady_start = 0.0
-        self._val_seconds = self._steady_val_seconds = 0.0
+        self.epoch_samples: list[int] = []
+        self.epoch_seconds: list[float] = []
+        self._fit_start = self._val_start = self._epoch_start = 0.0
+        self._val_seconds = self._val_seconds_at_epoch_start = 0.0
 
     def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         self._fit_start = time.perf_counter()
 
+    def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self._epoch_start, self._val_seconds_at_epoch_start = time.perf_counter(), self._val_seconds
+        self.epoch_samples.append(0)
+
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         self.samples += len(batch["labels"])
-        self.steps += 1
-        if self.steps == self.WARM_UP_STEPS:
-            self._steady_start, self._steady_val_seconds = time.perf_counter(), self._val_seconds
-            self._samples_before_steady = self.samples
+        self.epoch_samples[-1] += len(batch["labels"])
 
     def on_validation_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         self._val_start = time.perf_counter()
@@ -47,30 +52,27 @@ class TrainThroughput(pl.Callback):
     def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         self._val_seconds += time.perf_counter() - self._val_start
 
-    def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        end = time.perf_counter()
-        self.seconds = end - self._fit_start - self._val_seconds
-        if self.steps > self.WARM_UP_STEPS:
-            self.steady_seconds = end - self._steady_start - (self._val_seconds - self._steady_val_seconds)
-            steady = self.samples - self._samples_before_steady
-            self.steady_samples = self._all_ranks(trainer, module, steady)
-        self.samples = self._all_ranks(trainer, module, self.samples)
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        wait_for_gpu()
+        validation = self._val_seconds - self._val_seconds_at_epoch_start
+        self.epoch_seconds.append(time.perf_counter() - self._epoch_start - validation)
 
-    @staticmethod
-    def _all_ranks(trainer: pl.Trainer, module: pl.LightningModule, count: int) -> int:
-        """Under DDP: the count of all ranks (a sum over ranks; a no-op in a single process)."""
-        return int(trainer.strategy.reduce(torch.tensor(count, device=module.device), reduce_op="sum"))
+    def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        wait_for_gpu()
+        self.seconds = time.perf_counter() - self._fit_start - self._val_seconds
+        # under DDP: the samples of all ranks (a sum over ranks; a no-op in a single process)
+        counts = torch.tensor([self.samples, *self.epoch_samples], device=module.device)
+        self.samples, *self.epoch_samples = trainer.strategy.reduce(counts, reduce_op="sum").tolist()
 
     @property
     def samples_per_second(self) -> float:
         return round(self.samples / self.seconds, 2) if self.seconds else 0.0
 
     @property
-    def steady_samples_per_second(self) -> float | None:
-        """Samples/s after the first ``WARM_UP_STEPS`` steps; None for a run no longer than those."""
-        return round(self.steady_samples / self.steady_seconds, 2) if self.steady_seconds else None
+    def epoch_samples_per_second(self) -> list[float]:
+        """Each finished epoch's samples/s (the first with the run's one-off costs)."""
+        pairs = zip(self.epoch_samples, self.epoch_seconds, strict=False)  # an interrupted epoch: no time
+        return [round(samples / seconds, 2) for samples, seconds in pairs if seconds]
 
 
 class FailOnFailedJobs(Callback):
