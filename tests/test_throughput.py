@@ -42,6 +42,27 @@ def test_each_epochs_throughput_leaves_out_validation_and_the_others_epochs(monk
     assert throughput.epoch_samples_per_second == [12.0, 48.0]
 
 
+def test_a_run_resumed_mid_epoch_times_the_rest_of_that_epoch(monkeypatch):
+    """Lightning calls no on_train_epoch_start for the epoch a run resumes in: the rest of it (2 batches,
+    1 s) is the run's first epoch, and the next one starts afresh."""
+    clock = FakeClock()
+    monkeypatch.setattr(callbacks.time, "perf_counter", clock)
+    trainer = SimpleNamespace(strategy=SimpleNamespace(reduce=lambda tensor, reduce_op: tensor))
+    module = SimpleNamespace(device=torch.device("cpu"))
+    throughput = TrainThroughput()
+    throughput.on_train_start(trainer, module)
+    for epoch, sizes in enumerate(((32, 8), (32, 32, 8))):
+        if epoch:
+            throughput.on_train_epoch_start(trainer, module)
+        for step, size in enumerate(sizes):
+            clock.now += 0.5
+            throughput.on_train_batch_end(trainer, module, None, {"labels": [0] * size}, step)
+        throughput.on_train_epoch_end(trainer, module)
+    throughput.on_train_end(trainer, module)
+    assert throughput.epoch_samples == [40, 72]
+    assert throughput.epoch_samples_per_second == [40.0, 48.0]
+
+
 def test_bench_compares_steady_states_and_counts_a_compiles_whole_one_off_cost():
     """bench_train's report: eager 400 samples/s in its last epoch (80 ms a step of 32) and 0.5 s of
     one-off costs; compiled 512 samples/s (62.5 ms) with 40.5 s cold and 10.5 s / 12.5 s warm: 40 s and 11 s

@@ -37,8 +37,14 @@ class TrainThroughput(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         self._fit_start = time.perf_counter()
+        self._open_epoch()  # a run resumed mid-epoch gets no on_train_epoch_start for that epoch
 
     def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if len(self.epoch_samples) > len(self.epoch_seconds) and self.epoch_samples[-1] == 0:
+            self.epoch_samples.pop()  # the epoch on_train_start opened: this hook opens it again
+        self._open_epoch()
+
+    def _open_epoch(self) -> None:
         self._epoch_start, self._val_seconds_at_epoch_start = time.perf_counter(), self._val_seconds
         self.epoch_samples.append(0)
 
@@ -72,7 +78,7 @@ class TrainThroughput(pl.Callback):
     def epoch_samples_per_second(self) -> list[float]:
         """Each finished epoch's samples/s (the first with the run's one-off costs)."""
         pairs = zip(self.epoch_samples, self.epoch_seconds, strict=False)  # an interrupted epoch: no time
-        return [round(samples / seconds, 2) for samples, seconds in pairs if seconds]
+        return [round(samples / seconds, 2) for samples, seconds in pairs if samples and seconds]
 
 
 class FailOnFailedJobs(Callback):
