@@ -11,6 +11,7 @@ from typing import Any
 from benchmarks.glue_slice import Slice
 from benchmarks.hydra_config import Hyperparameters
 from benchmarks.variants import Variant
+from peft_glue.training.callbacks import wait_for_gpu
 
 
 def build_baseline_model(path: str, method: str, num_labels: int, lora: dict[str, Any] | None) -> Any:
@@ -102,13 +103,11 @@ def train_baseline(
             self.epoch_start = time.perf_counter()
 
         def on_epoch_end(self, *_: Any, **__: Any) -> None:
-            if cuda:
-                torch.cuda.synchronize()
+            wait_for_gpu()
             self.epoch_seconds = time.perf_counter() - self.epoch_start
 
         def on_train_end(self, *_: Any, **__: Any) -> None:
-            if cuda:
-                torch.cuda.synchronize()
+            wait_for_gpu()
             self.end = time.perf_counter()
 
     timer = Timer()

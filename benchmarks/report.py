@@ -71,17 +71,12 @@ def summarise(
             if variant.compiled:
                 compile_seconds = [r["compile_seconds"] for r in results]
                 pairs = zip(results, compile_seconds, strict=True)
-                uncompiled = [trained(r) / (r["seconds"] - seconds) for r, seconds in pairs]
+                uncompiled = [r["samples"] / (r["seconds"] - seconds) for r, seconds in pairs]
                 entry.update(compile_seconds=compile_seconds, uncompiled_samples_per_second=uncompiled)
         else:
             entry["trainer_samples_per_second"] = [r["trainer_samples_per_second"] for r in results]
             entry["slice_fingerprint"] = results[0]["slice_fingerprint"]
     return summary
-
-
-def trained(result: dict) -> float:
-    """The samples a run trained on, over all its epochs."""
-    return result["samples_per_second"] * result["seconds"]
 
 
 def ratios(summary: dict[str, dict], steady: bool = False) -> dict[str, float]:

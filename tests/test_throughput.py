@@ -17,13 +17,19 @@ class FakeClock:
         return self.now
 
 
-def test_each_epochs_throughput_leaves_out_validation_and_the_others_epochs(monkeypatch):
-    """Two epochs of 3 batches (32, 32, 8 examples): the first step takes 5 s (compiling), the others 0.5 s,
-    and each epoch ends with 2 s of validation: epoch speeds 72 / 6 s and 72 / 1.5 s."""
+@pytest.fixture
+def timed(monkeypatch) -> tuple[FakeClock, SimpleNamespace, SimpleNamespace]:
+    """TrainThroughput's clock, faked; a single-process trainer (its reduce a no-op) and a CPU module."""
     clock = FakeClock()
     monkeypatch.setattr(callbacks.time, "perf_counter", clock)
     trainer = SimpleNamespace(strategy=SimpleNamespace(reduce=lambda tensor, reduce_op: tensor))
-    module = SimpleNamespace(device=torch.device("cpu"))
+    return clock, trainer, SimpleNamespace(device=torch.device("cpu"))
+
+
+def test_each_epochs_throughput_leaves_out_validation_and_the_others_epochs(timed):
+    """Two epochs of 3 batches (32, 32, 8 examples): the first step takes 5 s (compiling), the others 0.5 s,
+    and each epoch ends with 2 s of validation: epoch speeds 72 / 6 s and 72 / 1.5 s."""
+    clock, trainer, module = timed
     throughput = TrainThroughput()
     throughput.on_train_start(trainer, module)
     for epoch in range(2):
@@ -42,13 +48,10 @@ def test_each_epochs_throughput_leaves_out_validation_and_the_others_epochs(monk
     assert throughput.epoch_samples_per_second == [12.0, 48.0]
 
 
-def test_a_run_resumed_mid_epoch_times_the_rest_of_that_epoch(monkeypatch):
+def test_a_run_resumed_mid_epoch_times_the_rest_of_that_epoch(timed):
     """Lightning calls no on_train_epoch_start for the epoch a run resumes in: the rest of it (2 batches,
     1 s) is the run's first epoch, and the next one starts afresh."""
-    clock = FakeClock()
-    monkeypatch.setattr(callbacks.time, "perf_counter", clock)
-    trainer = SimpleNamespace(strategy=SimpleNamespace(reduce=lambda tensor, reduce_op: tensor))
-    module = SimpleNamespace(device=torch.device("cpu"))
+    clock, trainer, module = timed
     throughput = TrainThroughput()
     throughput.on_train_start(trainer, module)
     for epoch, sizes in enumerate(((32, 8), (32, 32, 8))):
