@@ -158,11 +158,13 @@ def run_framework(args: argparse.Namespace, name: str) -> dict:
         record = json.loads((Path(run_dir) / "results.json").read_text())
     if record.get("status") != "completed":
         raise BenchError(f"peft_glue.train ended with status {record.get('status')}: {record.get('error')}")
+    # steady: a later epoch's speed; one epoch has none without the one-off costs (as for the baselines)
+    epochs = record.get("train_epoch_samples_per_second") or []
     return {
         "samples": record.get("train_samples"),
         "seconds": record["train_seconds"],
         "samples_per_second": record["train_samples_per_second"],
-        "steady_samples_per_second": (record.get("train_epoch_samples_per_second") or [None])[-1],
+        "steady_samples_per_second": epochs[-1] if len(epochs) > 1 else None,
         "precision": record.get("precision"),
         "peak_memory_mb": record.get("peak_memory_mb"),
         "frozen_bf16": record.get("frozen_bf16"),

@@ -237,6 +237,8 @@ def key_ratios(report: dict) -> list[str]:
     even = report.get("compile_break_even")
     if even:
         steps = {k: "never" if even[k] is None else f"{even[k]:,.0f}" for k in ("steps_cold", "steps_warm")}
+        if even["one_off_seconds_warm"] is None:  # one repeat: no warm run to tell
+            steps["steps_warm"] = "–"
         eager_ms, compiled_ms = (
             1000 * even["eager_seconds_per_step"],
             1000 * even["compiled_seconds_per_step"],

@@ -99,3 +99,26 @@ def test_bench_compares_steady_states_and_counts_a_compiles_whole_one_off_cost()
     assert steady["framework_compiled/hf_dynamic"] == pytest.approx(2.56)
     assert whole["framework_compiled/hf_dynamic"] == pytest.approx(4096 / 9.5 / 180)
     assert whole["framework/hf_dynamic"] == pytest.approx(4096 / 10.74 / 180)
+
+
+def test_one_repeat_tells_no_warm_break_even():
+    """With a single repeat there is no warm run: the report says so instead of "never"."""
+    from benchmarks.report import compile_break_even, key_ratios
+
+    summary = {
+        "framework": {
+            "seconds": [10.74],
+            "samples_per_second": [4096 / 10.74],
+            "steady_samples_per_second": [400.0],
+        },
+        "framework_compiled": {
+            "seconds": [48.5],
+            "samples_per_second": [4096 / 48.5],
+            "compile_seconds": [39.0],
+            "steady_samples_per_second": [512.0],
+        },
+    }
+    even = compile_break_even(summary, batch_size=32)
+    assert even["steps_warm"] is None and even["steps_cold"] == pytest.approx(40 / 0.0175)
+    text = "\n".join(key_ratios({"ratios": {}, "compile_break_even": even}))
+    assert "pays back after 2,286 steps (– with a warm cache)" in text
